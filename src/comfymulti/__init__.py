@@ -1,0 +1,3 @@
+"""ComfyMulti: economical multi-user ComfyUI for workshops."""
+
+__version__ = "0.1.0"
