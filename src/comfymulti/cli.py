@@ -1,0 +1,294 @@
+"""The `comfymulti` command: thin commands that call services and print; one error exit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from comfymulti import __version__
+from comfymulti.config import Settings, find_config, load_settings, write_config
+from comfymulti.db import make_engine, migrate, session_factory, transaction
+from comfymulti.errors import ComfyMultiError
+from comfymulti.hub import users as user_service
+from comfymulti.hub import workers as worker_service
+from comfymulti.queue import store
+from comfymulti.queue.jobs import Role
+
+app = typer.Typer(help="ComfyMulti: multi-user ComfyUI for workshops.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+users_app = typer.Typer(help="Participant, instructor and admin accounts.", no_args_is_help=True)
+workers_app = typer.Typer(help="GPU worker credentials and status.", no_args_is_help=True)
+queue_app = typer.Typer(help="The job queue.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(workers_app, name="workers")
+app.add_typer(queue_app, name="queue")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _State:
+    config: Path | None = None
+    verbose: bool = False
+    settings: Settings | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def _root(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Config file (env: COMFYMULTI_CONFIG).", show_default=False,
+    )] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+) -> None:
+    state.config = config
+    state.verbose = verbose
+
+
+def settings() -> Settings:
+    if state.settings is None:
+        state.settings = load_settings(find_config(state.config))
+    return state.settings
+
+
+def _factory():  # type: ignore[no-untyped-def]
+    cfg = settings()
+    engine = make_engine(cfg.database_url)
+    migrate(engine)
+    return session_factory(engine)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder for config and data.")]) -> None:
+    """Write DIRECTORY/comfymulti.toml (fresh secrets, data folder inside) and create the DB."""
+    path = write_config(directory)
+    state.config = path
+    _factory()
+    out.print(f"Wrote {path}. Start the hub with:\n  comfymulti --config {path} serve")
+
+
+def ensure_admin(factory, url: str) -> None:  # type: ignore[no-untyped-def]
+    """On first start, create an admin account and print its password once."""
+    from sqlalchemy import select
+
+    from comfymulti.models import User
+
+    with transaction(factory) as s:
+        if s.scalar(select(User.id).where(User.role == str(Role.ADMIN))) is not None:
+            return
+        _, password = user_service.create_user(s, settings().data_dir, "admin", Role.ADMIN)
+    out.print(f"\nFirst start: created admin account.\n  URL:      {url}/\n"
+              f"  user:     admin\n  password: {password}\n"
+              "This password is shown only now; reset it with "
+              "'comfymulti users reset-password admin'.\n")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (config: hub.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (config: hub.port).")] = None,
+) -> None:
+    """Run the hub in the foreground; stops cleanly on SIGTERM or Ctrl-C."""
+    import uvicorn
+
+    from comfymulti import log
+    from comfymulti.hub.app import create_app
+
+    cfg = settings()
+    if host:
+        cfg.hub.host = host
+    if port:
+        cfg.hub.port = port
+    log.setup(state.verbose)
+    application = create_app(cfg)
+    ensure_admin(application.state.hub.factory, cfg.public_url)
+    out.print(f"ComfyMulti hub on {cfg.public_url}/  (data: {cfg.data_dir})")
+    uvicorn.run(application, host=cfg.hub.host, port=cfg.hub.port, log_config=None,
+                timeout_graceful_shutdown=5)
+
+
+# --- users -----------------------------------------------------------------------------------
+
+@users_app.command("create")
+def users_create(
+    count: Annotated[int, typer.Option(help="How many accounts.")] = 20,
+    prefix: Annotated[str, typer.Option(help="Name prefix: user → user001, user002, …")] = "user",
+    role: Annotated[Role, typer.Option(help="Role of the new accounts.")] = Role.PARTICIPANT,
+    start: Annotated[int, typer.Option(help="First number.")] = 1,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Where to write the credentials sheet (default: DATA/credentials).")] = None,
+) -> None:
+    """Create numbered accounts and write a credentials sheet (CSV + printable HTML cards)."""
+    cfg = settings()
+    with transaction(_factory()) as s:
+        rows = user_service.create_many(s, cfg.data_dir, count, prefix, role, start)
+        # Inside the transaction: if the sheet cannot be written, no account is created.
+        csv_path, html_path = user_service.write_credentials(
+            out_dir or cfg.data_dir / "credentials", rows, cfg.public_url + "/")
+    out.print(f"Created {len(rows)} {role} accounts: {rows[0][0]} … {rows[-1][0]}")
+    out.print(f"Credentials: {csv_path}\nPrintable cards: {html_path}")
+
+
+@users_app.command("add")
+def users_add(
+    name: str,
+    role: Annotated[Role, typer.Option(help="Role.")] = Role.PARTICIPANT,
+    password: Annotated[str | None, typer.Option(
+        help="Password (default: generated and printed).")] = None,
+) -> None:
+    """Create one account."""
+    with transaction(_factory()) as s:
+        _, pw = user_service.create_user(s, settings().data_dir, name, role, password)
+    out.print(f"{name} ({role}) created" + ("" if password else f"; password: {pw}"))
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List accounts."""
+    with transaction(_factory()) as s:
+        rows = [(u.name, u.role, "disabled" if u.disabled else "active")
+                for u in user_service.list_users(s)]
+    table = Table("user", "role", "status")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+@users_app.command("remove")
+def users_remove(
+    name: str,
+    delete_files: Annotated[bool, typer.Option(
+        "--delete-files", help="Also delete the user's files (kept by default).")] = False,
+) -> None:
+    """Delete an account and its job history; its files are kept unless --delete-files."""
+    with transaction(_factory()) as s:
+        user_service.remove_user(s, settings().data_dir, name, delete_files)
+    out.print(f"{name} removed" + (" with files" if delete_files else "; files kept"))
+
+
+@users_app.command("disable")
+def users_disable(name: str) -> None:
+    """Block logins and API use for an account."""
+    with transaction(_factory()) as s:
+        user_service.set_disabled(s, name, True)
+    out.print(f"{name} disabled")
+
+
+@users_app.command("enable")
+def users_enable(name: str) -> None:
+    """Allow a disabled account again."""
+    with transaction(_factory()) as s:
+        user_service.set_disabled(s, name, False)
+    out.print(f"{name} enabled")
+
+
+@users_app.command("reset-password")
+def users_reset_password(name: str) -> None:
+    """Give an account a new generated password and print it."""
+    with transaction(_factory()) as s:
+        password = user_service.reset_password(s, name)
+    out.print(f"{name}: new password {password}")
+
+
+@users_app.command("token")
+def users_token(
+    name: str,
+    revoke: Annotated[bool, typer.Option("--revoke", help="Revoke all of the user's tokens.")]
+    = False,
+) -> None:
+    """Print a new API token for scripts (Authorization: Bearer …), or revoke them all."""
+    with transaction(_factory()) as s:
+        if revoke:
+            out.print(f"revoked {user_service.revoke_api_tokens(s, name)} token(s) of {name}")
+            return
+        token = user_service.create_api_token(s, name)
+    out.print(token)
+
+
+# --- workers ---------------------------------------------------------------------------------
+
+@workers_app.command("token")
+def workers_token(
+    name: Annotated[str, typer.Option(help="A label for the token.")] = "worker",
+) -> None:
+    """Print a new worker token (shown once; only its hash is kept)."""
+    with transaction(_factory()) as s:
+        token = worker_service.create_token(s, name)
+    out.print(token)
+
+
+@workers_app.command("list")
+def workers_list() -> None:
+    """Worker tokens and registered workers."""
+    with transaction(_factory()) as s:
+        tokens = [(str(t.id), t.name, "revoked" if t.revoked_at else "active")
+                  for t in worker_service.list_tokens(s)]
+        workers = [(w.name, w.gpu, w.comfyui_version, "draining" if w.draining else "")
+                   for w in worker_service.list_workers(s)]
+    table = Table("token id", "name", "status", title="Tokens")
+    for row in tokens:
+        table.add_row(*row)
+    out.print(table)
+    table = Table("worker", "gpu", "comfyui", "", title="Workers")
+    for row in workers:
+        table.add_row(*row)
+    out.print(table)
+
+
+@workers_app.command("revoke")
+def workers_revoke(token: Annotated[str, typer.Argument(help="Token id or name.")]) -> None:
+    """Revoke a worker token; its workers are refused from the next request on."""
+    with transaction(_factory()) as s:
+        n = worker_service.revoke_token(s, token)
+    out.print(f"revoked {n} token(s)")
+
+
+# --- queue -----------------------------------------------------------------------------------
+
+@queue_app.command("policy")
+def queue_policy(
+    policy: Annotated[str | None, typer.Argument(help="fifo, fair or priority.")] = None,
+) -> None:
+    """Show or set the scheduling policy (takes effect at once, also on a running hub)."""
+    with transaction(_factory()) as s:
+        if policy is not None:
+            if policy not in ("fifo", "fair", "priority"):
+                raise typer.BadParameter("use fifo, fair or priority")
+            store.set_state(s, "policy", policy)
+        current = store.get_state(s, "policy") or settings().queue.policy
+    out.print(current)
+
+
+def main() -> None:
+    """Entry point: run the app and turn our errors into one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except ComfyMultiError as exc:
+        err.print(f"error: {exc.message}", markup=False, highlight=False)
+        if state.verbose:
+            err.print_exception()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,222 @@
+"""Every setting, declared once: type, default and help.
+
+Sources, strongest first: environment (``COMFYMULTI_SECTION__KEY``), the TOML file, the defaults.
+``comfymulti init`` writes the TOML from these declarations, so file and code cannot drift.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from comfymulti.errors import ConfigError
+
+CONFIG_ENV = "COMFYMULTI_CONFIG"
+CONFIG_NAME = "comfymulti.toml"
+
+Policy = Literal["fifo", "fair", "priority"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HubSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the hub listens on.")
+    port: int = Field(8080, ge=1, le=65535, description="Port the hub listens on.")
+    public_url: str = Field(
+        "", description="URL participants open (printed on start); empty: http://host:port"
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(""),
+        description="Signs sessions. Empty: generated once into DATA_DIR/secret_key.",
+    )
+
+
+class StoreSettings(_Section):
+    database_url: str = Field(
+        "", description="SQLAlchemy URL. Empty: SQLite file DATA_DIR/comfymulti.db (WAL)."
+    )
+
+
+class QueueSettings(_Section):
+    policy: Policy = Field(
+        "fair", description="fifo | fair (round-robin between users) | priority."
+    )
+    lease_seconds: float = Field(
+        30.0, gt=0, description="A worker must renew its lease within this time."
+    )
+    max_attempts: int = Field(3, ge=1, description="Leases a job gets before it fails.")
+    max_queued_per_user: int = Field(20, ge=1, description="Queued jobs one participant may hold.")
+    max_queued_total: int = Field(2000, ge=1, description="Queued jobs for the whole hub.")
+    max_prompt_bytes: int = Field(
+        4_000_000, ge=1024, description="Largest accepted prompt request body."
+    )
+    reaper_seconds: float = Field(1.0, gt=0, description="How often expired leases are checked.")
+    long_poll_seconds: float = Field(
+        25.0, gt=0, le=120, description="Longest a worker's lease request waits for work."
+    )
+
+
+class FilesSettings(_Section):
+    max_upload_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, description="Largest accepted input upload."
+    )
+    max_output_bytes: int = Field(
+        8 * 1024**3, ge=1024, description="Largest output file a worker may deliver."
+    )
+
+
+class WorkerSettings(_Section):
+    hub_url: str = Field("http://127.0.0.1:8080", description="The hub this worker serves.")
+    token: SecretStr = Field(
+        SecretStr(""), description="Worker token (from 'comfymulti workers token')."
+    )
+    comfyui_url: str = Field("http://127.0.0.1:8188", description="The local stock ComfyUI.")
+    name: str = Field("", description="Worker name shown to the admin. Empty: the host name.")
+    prefetch: int = Field(
+        1, ge=0, le=8, description="Jobs held ready beyond the running one (no idle GPU)."
+    )
+    preview_fps: float = Field(
+        4.0, gt=0, description="Most preview images per second relayed to the hub."
+    )
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a hub (and, later, of its workers and operations)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COMFYMULTI_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Field(
+        Path("comfymulti-data"),
+        description="Folder for the database and all user files (relative to this file).",
+    )
+    hub: HubSettings = HubSettings()
+    store: StoreSettings = StoreSettings()
+    queue: QueueSettings = QueueSettings()
+    files: FilesSettings = FilesSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment beats the file (secrets can stay out of it); the file beats defaults.
+        return env_settings, init_settings
+
+    @property
+    def database_url(self) -> str:
+        return self.store.database_url or f"sqlite:///{self.data_dir / 'comfymulti.db'}"
+
+    @property
+    def public_url(self) -> str:
+        return (self.hub.public_url or f"http://{self.hub.host}:{self.hub.port}").rstrip("/")
+
+
+def find_config(explicit: Path | None = None) -> Path | None:
+    """The config file to use: --config, then $COMFYMULTI_CONFIG, then ./comfymulti.toml."""
+    if explicit is not None:
+        return explicit
+    if env := os.environ.get(CONFIG_ENV):
+        return Path(env)
+    local = Path(CONFIG_NAME)
+    return local if local.is_file() else None
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any) and the environment; errors name the key and the file."""
+    data: dict[str, Any] = {}
+    where = "defaults/environment"
+    if path is not None:
+        where = str(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for key, value in overrides.items():
+        data[key] = value
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{where}: {key}: {err['msg']}") from None
+    if not settings.data_dir.is_absolute():
+        base = path.resolve().parent if path is not None else Path.cwd()
+        settings.data_dir = base / settings.data_dir
+    return settings
+
+
+def secret_key(settings: Settings) -> str:
+    """The session-signing key: configured, or generated once and kept in the data folder."""
+    if value := settings.hub.secret_key.get_secret_value():
+        return value
+    key_file = settings.data_dir / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_toml(values: dict[str, dict[str, Any]] | None = None) -> str:
+    """A commented comfymulti.toml with every setting, built from the declarations above."""
+    values = values or {}
+    lines = ["# ComfyMulti configuration. Every key may also come from the environment as",
+             "# COMFYMULTI_<SECTION>__<KEY> (e.g. COMFYMULTI_HUB__SECRET_KEY).", ""]
+    top = Settings.model_fields["data_dir"]
+    lines += [f"# {top.description}",
+              f"data_dir = {_toml_value(values.get('', {}).get('data_dir', top.default))}", ""]
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        if not (isinstance(model, type) and issubclass(model, _Section)):
+            continue
+        lines.append(f"[{section}]")
+        for name, sub in model.model_fields.items():
+            value = values.get(section, {}).get(name, sub.default)
+            lines.append(f"# {sub.description}")
+            lines.append(f"{name} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_config(directory: Path) -> Path:
+    """Write DIR/comfymulti.toml with fresh secrets and the data folder inside DIR."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CONFIG_NAME
+    if path.exists():
+        raise ConfigError(f"{path}: already exists; not overwriting it")
+    text = render_toml({"": {"data_dir": "data"},
+                        "hub": {"secret_key": secrets.token_urlsafe(32)}})
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path

@@ -1,0 +1,108 @@
+"""The one error tree. Every error ComfyMulti raises on purpose is one of these.
+
+    ComfyMultiError                500, exit 1
+    ├── ConfigError                 -, exit 2   (bad or missing configuration)
+    ├── InvalidInput               400, exit 2
+    │   └── PayloadTooLarge        413
+    ├── Unauthorized               401
+    ├── Forbidden                  403
+    ├── NotFound                   404
+    ├── Conflict                   409
+    │   └── LeaseLost              409   (a worker acted under a lease it no longer holds)
+    ├── QuotaExceeded              429
+    └── StorageError               500
+
+Each class's docstring is its default message; callers catch families, never match strings.
+"""
+
+from __future__ import annotations
+
+
+class ComfyMultiError(Exception):
+    """Something went wrong."""
+
+    status_code = 500
+    exit_code = 1
+    error_type = "internal_error"
+
+    def __init__(self, message: str | None = None, **details: object) -> None:
+        self.message = message or (self.__doc__ or "").strip()
+        self.details = details
+        super().__init__(self.message)
+
+
+class ConfigError(ComfyMultiError):
+    """The configuration is invalid."""
+
+    exit_code = 2
+    error_type = "config_error"
+
+
+class InvalidInput(ComfyMultiError):
+    """The request is malformed."""
+
+    status_code = 400
+    exit_code = 2
+    error_type = "invalid_input"
+
+
+class PayloadTooLarge(InvalidInput):
+    """The request body is larger than allowed."""
+
+    status_code = 413
+    error_type = "payload_too_large"
+
+
+class Unauthorized(ComfyMultiError):
+    """Authentication is required."""
+
+    status_code = 401
+    error_type = "unauthorized"
+
+
+class Forbidden(ComfyMultiError):
+    """You may not do this."""
+
+    status_code = 403
+    error_type = "forbidden"
+
+
+class NotFound(ComfyMultiError):
+    """No such thing."""
+
+    status_code = 404
+    error_type = "not_found"
+
+
+class Conflict(ComfyMultiError):
+    """The thing is not in a state that allows this."""
+
+    status_code = 409
+    error_type = "conflict"
+
+
+class LeaseLost(Conflict):
+    """The job's lease is no longer held by this worker."""
+
+    error_type = "lease_lost"
+
+
+class QuotaExceeded(ComfyMultiError):
+    """Too many queued jobs."""
+
+    status_code = 429
+    error_type = "quota_exceeded"
+
+
+class StorageError(ComfyMultiError):
+    """A file could not be stored or read."""
+
+    error_type = "storage_error"
+
+
+def error_body(exc: ComfyMultiError) -> dict[str, object]:
+    """The single JSON error shape of the hub's own routes."""
+    body: dict[str, object] = {"type": exc.error_type, "message": exc.message}
+    if exc.details:
+        body["details"] = exc.details
+    return {"error": body}

@@ -1,0 +1,110 @@
+"""/admin/api: the organiser's view and levers (admins only)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from comfymulti.config import Policy
+from comfymulti.db import transaction
+from comfymulti.errors import NotFound
+from comfymulti.hub import workers
+from comfymulti.hub.access import get_hub, owned_job, require_admin
+from comfymulti.hub.context import HubContext
+from comfymulti.hub.jobs_api import job_view
+from comfymulti.hub.users import list_users
+from comfymulti.models import Job, User, Worker
+from comfymulti.queue import store
+
+router = APIRouter(prefix="/admin/api", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class PolicyBody(BaseModel):
+    policy: Policy
+
+
+@router.get("/queue")
+async def queue(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    """Counts by state and the queued jobs in the order they are expected to run."""
+    ordered = hub.queue.order()
+    with transaction(hub.factory) as s:
+        names = dict(s.execute(select(User.id, User.name)).all())
+        counts = store.counts_by_state(s)
+    return {
+        "policy": hub.queue.policy,
+        "counts": counts,
+        "queued": [{"id": c.job_id, "user": names.get(c.user_id), "position": i + 1}
+                   for i, c in enumerate(ordered)],
+    }
+
+
+@router.get("/jobs")
+async def jobs(state: str | None = None, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    stmt = select(Job, User.name).join(User).order_by(Job.seq.desc()).limit(1000)
+    if state:
+        stmt = stmt.where(Job.state.in_(state.split(",")))
+    with transaction(hub.factory) as s:
+        rows = s.execute(stmt).all()
+    return {"jobs": [job_view(job, name) for job, name in rows]}
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel(job_id: str, admin: User = Depends(require_admin),
+                 hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        job = owned_job(s, admin, job_id)
+    return {"outcome": hub.queue.cancel(job, reason=f"cancelled by admin {admin.name}")}
+
+
+@router.post("/jobs/{job_id}/run-next")
+async def run_next(job_id: str, admin: User = Depends(require_admin),
+                   hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        job = owned_job(s, admin, job_id)
+    hub.queue.run_next(job)
+    return {"id": job_id, "run_next": True}
+
+
+@router.get("/policy")
+async def get_policy(hub: HubContext = Depends(get_hub)) -> dict[str, str]:
+    return {"policy": hub.queue.policy}
+
+
+@router.put("/policy")
+async def put_policy(body: PolicyBody, hub: HubContext = Depends(get_hub)) -> dict[str, str]:
+    hub.queue.set_policy(body.policy)
+    return {"policy": body.policy}
+
+
+@router.get("/workers")
+async def list_all_workers(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        rows = workers.list_workers(s)
+    now = time.time()
+    return {"workers": [
+        {"id": w.id, "name": w.name, "gpu": w.gpu, "vram_total": w.vram_total,
+         "comfyui_version": w.comfyui_version, "draining": w.draining,
+         "online": w.last_seen >= now - hub.online_window, "last_seen": w.last_seen}
+        for w in rows]}
+
+
+@router.post("/workers/{worker_id}/drain")
+async def drain(worker_id: str, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        worker = s.get(Worker, worker_id)
+        if worker is None:
+            raise NotFound(f"no worker {worker_id}")
+        worker.draining = True
+    hub.queue.signal_worker(worker_id)
+    return {"id": worker_id, "draining": True}
+
+
+@router.get("/users")
+async def users(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        rows = list_users(s)
+    return {"users": [{"name": u.name, "role": u.role, "disabled": u.disabled} for u in rows]}

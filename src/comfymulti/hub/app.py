@@ -1,0 +1,93 @@
+"""create_app(settings): the whole hub, built from its settings with no globals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from comfymulti.config import Settings
+from comfymulti.db import make_engine, migrate, session_factory, transaction
+from comfymulti.errors import ComfyMultiError, error_body
+from comfymulti.hub import admin, health, jobs_api, worker_api, workers
+from comfymulti.hub.context import HubContext
+from comfymulti.hub.events import EventBus
+from comfymulti.metrics import Metrics
+from comfymulti.queue import store
+from comfymulti.queue.service import CatalogCache, JobQueue
+
+log = logging.getLogger("comfymulti.hub")
+
+
+def build_context(settings: Settings) -> HubContext:
+    """Open the database (migrating it) and build the services; no I/O beyond that."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    factory = session_factory(engine)
+    bus = EventBus()
+    metrics = Metrics()
+    queue = JobQueue(factory, settings.queue, settings.data_dir, bus, metrics, CatalogCache())
+    hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
+                     metrics=metrics, queue=queue)
+
+    def jobs_by_state() -> dict[str, int]:
+        with transaction(factory) as s:
+            return store.counts_by_state(s)
+
+    def workers_online() -> int:
+        with transaction(factory) as s:
+            return workers.online_count(s, hub.online_window)
+
+    metrics.watch(jobs_by_state, workers_online)
+    return hub
+
+
+def create_app(settings: Settings) -> FastAPI:
+    hub = build_context(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.queue.on_start()
+        reaper = asyncio.create_task(hub.queue.reaper(), name="lease-reaper")
+        log.info("hub ready at %s", settings.public_url, extra={"action": "start"})
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            hub.engine.dispose()
+
+    app = FastAPI(title="ComfyMulti hub", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.hub = hub
+    for router in (health.router, worker_api.router, jobs_api.router, admin.router):
+        app.include_router(router)
+
+    @app.exception_handler(ComfyMultiError)
+    async def _ours(_request: Request, exc: ComfyMultiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Basic realm="ComfyMulti"'} if exc.status_code == 401 \
+            else None
+        return JSONResponse(error_body(exc), status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse(
+            {"error": {"type": "invalid_input", "message": f"{where}: {first.get('msg', '')}"}},
+            status_code=400,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}},
+                            status_code=exc.status_code)
+
+    return app

@@ -1,0 +1,108 @@
+"""Node and model catalogs reported by workers, and what a prompt needs from one.
+
+A catalog is `{"object_info": {...}, "models": {folder: [file, ...]}}` as the worker read it from
+its ComfyUI. A job may only go to a worker whose catalog has every node type of its prompt and
+every model file it names (a combo value that looks like a model file).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from comfymulti.errors import InvalidInput
+
+MODEL_EXTENSIONS = (
+    ".safetensors", ".ckpt", ".pt", ".pth", ".pt2", ".bin", ".gguf", ".sft", ".onnx",
+)
+
+
+def check_prompt_shape(prompt: Any) -> dict[str, dict[str, Any]]:
+    """The API-format prompt, or InvalidInput saying what is wrong with its shape."""
+    if not isinstance(prompt, dict) or not prompt:
+        raise InvalidInput("prompt must be a non-empty object of nodes")
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict):
+            raise InvalidInput(f"node {node_id!r} must be an object")
+        if not isinstance(node.get("class_type"), str) or not node["class_type"]:
+            raise InvalidInput(f"node {node_id!r} has no class_type")
+        if not isinstance(node.get("inputs", {}), dict):
+            raise InvalidInput(f"node {node_id!r}: inputs must be an object")
+    return prompt
+
+
+def requirements(prompt: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
+    """Node types and model files the prompt needs: the key the scheduler matches workers on."""
+    nodes = sorted({n["class_type"] for n in prompt.values()})
+    files = sorted(
+        {
+            (n["class_type"], name, value)
+            for n in prompt.values()
+            for name, value in n.get("inputs", {}).items()
+            if isinstance(value, str) and value.lower().endswith(MODEL_EXTENSIONS)
+        }
+    )
+    return {"nodes": nodes, "files": [list(f) for f in files]}
+
+
+def requirements_key(req: dict[str, list[Any]]) -> str:
+    return json.dumps(req, sort_keys=True, separators=(",", ":"))
+
+
+def catalog_hash(catalog: dict[str, Any]) -> str:
+    """Content hash of a catalog; worker and hub compute it the same way."""
+    canonical = json.dumps(catalog, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def pack(catalog: dict[str, Any]) -> bytes:
+    return gzip.compress(json.dumps(catalog, separators=(",", ":")).encode(), 6)
+
+
+def unpack(data: bytes) -> dict[str, Any]:
+    return json.loads(gzip.decompress(data))
+
+
+def _combo_options(spec: Any) -> list[Any] | None:
+    """The options of an input spec if it is a combo (old list form or V3 COMBO form)."""
+    if not isinstance(spec, list) or not spec:
+        return None
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+        options = spec[1].get("options")
+        return options if isinstance(options, list) else None
+    return None
+
+
+@dataclass
+class CatalogIndex:
+    """What one catalog offers, prepared for fast `can_run` checks."""
+
+    nodes: frozenset[str]
+    combos: dict[tuple[str, str], frozenset[str]]
+
+    @classmethod
+    def build(cls, catalog: dict[str, Any]) -> CatalogIndex:
+        object_info = catalog.get("object_info", {})
+        combos: dict[tuple[str, str], frozenset[str]] = {}
+        for class_type, node_def in object_info.items():
+            inputs = node_def.get("input", {}) if isinstance(node_def, dict) else {}
+            for group in ("required", "optional"):
+                for name, spec in (inputs.get(group) or {}).items():
+                    options = _combo_options(spec)
+                    if options is not None:
+                        combos[(class_type, name)] = frozenset(map(str, options))
+        return cls(nodes=frozenset(object_info), combos=combos)
+
+    def can_run(self, req: dict[str, list[Any]]) -> bool:
+        if not set(req.get("nodes", ())) <= self.nodes:
+            return False
+        for class_type, name, value in req.get("files", ()):
+            options = self.combos.get((class_type, name))
+            if options is not None and value not in options:
+                return False
+        return True

@@ -1,0 +1,28 @@
+"""HubContext: everything a running hub holds, built once by create_app and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from comfymulti.config import Settings
+from comfymulti.hub.events import EventBus
+from comfymulti.metrics import Metrics
+from comfymulti.queue.service import JobQueue
+
+
+@dataclass
+class HubContext:
+    settings: Settings
+    engine: Engine
+    factory: sessionmaker[Session]
+    bus: EventBus
+    metrics: Metrics
+    queue: JobQueue
+
+    @property
+    def online_window(self) -> float:
+        """A worker counts as online if seen within this many seconds."""
+        return self.settings.queue.lease_seconds + self.settings.queue.long_poll_seconds

@@ -1,0 +1,145 @@
+"""User accounts: one service for the CLI and the admin API alike."""
+
+from __future__ import annotations
+
+import csv
+import html
+import os
+import time
+from pathlib import Path
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from comfymulti.errors import Conflict, InvalidInput, NotFound
+from comfymulti.hub.auth import (
+    USER_TOKEN_PREFIX,
+    generate_password,
+    hash_password,
+    new_token,
+)
+from comfymulti.hub.files import USER_NAME, ensure_user_dirs, remove_user_dirs
+from comfymulti.models import ApiToken, Job, JobEvent, Output, User
+from comfymulti.queue.jobs import Role
+
+
+def get_user(s: Session, name: str) -> User:
+    user = s.scalar(select(User).where(User.name == name))
+    if user is None:
+        raise NotFound(f"no user named {name!r}")
+    return user
+
+
+def list_users(s: Session) -> list[User]:
+    return list(s.scalars(select(User).order_by(User.name)))
+
+
+def create_user(s: Session, data_dir: Path, name: str, role: Role = Role.PARTICIPANT,
+                password: str | None = None) -> tuple[User, str]:
+    """A new account and its password (generated unless given)."""
+    if not USER_NAME.match(name):
+        raise InvalidInput(
+            f"invalid user name {name!r}: lowercase letters, digits, '.', '_', '-' (max 64)"
+        )
+    if s.scalar(select(User.id).where(User.name == name)) is not None:
+        raise Conflict(f"user {name!r} exists already")
+    password = password or generate_password()
+    user = User(name=name, role=str(Role(role)), password_hash=hash_password(password),
+                disabled=False, created_at=time.time(), last_dispatch=0)
+    s.add(user)
+    s.flush()
+    ensure_user_dirs(data_dir, name)
+    return user, password
+
+
+def create_many(s: Session, data_dir: Path, count: int, prefix: str, role: Role,
+                start: int = 1) -> list[tuple[str, str]]:
+    """user001…userNNN with fresh passwords; refuses if any of the names is taken."""
+    if count < 1:
+        raise InvalidInput("count must be at least 1")
+    width = max(3, len(str(start + count - 1)))
+    names = [f"{prefix}{i:0{width}d}" for i in range(start, start + count)]
+    taken = set(s.scalars(select(User.name).where(User.name.in_(names))))
+    if taken:
+        raise Conflict(f"these users exist already: {', '.join(sorted(taken))}")
+    return [(name, create_user(s, data_dir, name, role)[1]) for name in names]
+
+
+def remove_user(s: Session, data_dir: Path, name: str, delete_files: bool = False) -> None:
+    """Delete the account, its jobs and tokens; its files stay unless `delete_files`."""
+    user = get_user(s, name)
+    job_ids = select(Job.id).where(Job.user_id == user.id)
+    s.execute(delete(JobEvent).where(JobEvent.job_id.in_(job_ids)))
+    s.execute(delete(Output).where(Output.user_id == user.id))
+    s.execute(delete(Job).where(Job.user_id == user.id))
+    s.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+    s.delete(user)
+    if delete_files:
+        remove_user_dirs(data_dir, name)
+
+
+def set_disabled(s: Session, name: str, disabled: bool) -> None:
+    get_user(s, name).disabled = disabled
+
+
+def reset_password(s: Session, name: str, password: str | None = None) -> str:
+    password = password or generate_password()
+    get_user(s, name).password_hash = hash_password(password)
+    return password
+
+
+def create_api_token(s: Session, name: str, label: str = "script") -> str:
+    user = get_user(s, name)
+    token, digest = new_token(USER_TOKEN_PREFIX)
+    s.add(ApiToken(user_id=user.id, name=label, token_hash=digest, created_at=time.time()))
+    return token
+
+
+def revoke_api_tokens(s: Session, name: str) -> int:
+    user = get_user(s, name)
+    tokens = s.scalars(select(ApiToken).where(ApiToken.user_id == user.id,
+                                              ApiToken.revoked_at.is_(None))).all()
+    for token in tokens:
+        token.revoked_at = time.time()
+    return len(tokens)
+
+
+_CARD = """<section class="card"><h2>ComfyMulti</h2>
+<p>Open <b>{url}</b></p><dl><dt>User</dt><dd>{name}</dd><dt>Password</dt><dd>{password}</dd></dl>
+</section>"""
+
+_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>ComfyMulti logins</title>
+<style>
+body {{ font-family: sans-serif; margin: 0; }}
+.card {{ display: inline-block; width: 85mm; height: 50mm; box-sizing: border-box;
+  border: 1px dashed #999; padding: 6mm; margin: 2mm; vertical-align: top;
+  page-break-inside: avoid; }}
+.card h2 {{ margin: 0 0 3mm; font-size: 14pt; }}
+dt {{ font-size: 9pt; color: #555; }} dd {{ margin: 0 0 2mm; font: bold 14pt monospace; }}
+</style></head><body>
+{cards}
+</body></html>
+"""
+
+
+def write_credentials(directory: Path, rows: list[tuple[str, str]], url: str) -> tuple[Path, Path]:
+    """A CSV and a printable HTML page (one card per participant), readable by the owner only."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    csv_path = directory / f"credentials-{stamp}.csv"
+    html_path = directory / f"credentials-{stamp}.html"
+    with open(csv_path, "w", newline="", encoding="utf-8", opener=_private) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["user", "password", "url"])
+        writer.writerows((name, password, url) for name, password in rows)
+    cards = "\n".join(
+        _CARD.format(url=html.escape(url), name=html.escape(n), password=html.escape(p))
+        for n, p in rows
+    )
+    with open(html_path, "w", encoding="utf-8", opener=_private) as fh:
+        fh.write(_PAGE.format(cards=cards))
+    return csv_path, html_path
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)

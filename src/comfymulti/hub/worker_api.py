@@ -1,0 +1,210 @@
+"""/worker/v1: the routes GPU workers call (outbound from the worker, token-authenticated)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import uuid
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import FileResponse
+
+from comfymulti.db import transaction
+from comfymulti.errors import InvalidInput, LeaseLost, NotFound, PayloadTooLarge
+from comfymulti.hub import workers
+from comfymulti.hub.access import current_worker, get_hub, worker_token
+from comfymulti.hub.context import HubContext
+from comfymulti.hub.files import resolve
+from comfymulti.hub.requests import read_body
+from comfymulti.models import Job, User, Worker, WorkerToken
+from comfymulti.protocol import (
+    PREFIX,
+    Commands,
+    CompleteRequest,
+    EventsRequest,
+    EventsResponse,
+    JobStateResponse,
+    LeasedJob,
+    LeaseRef,
+    RegisterRequest,
+    RegisterResponse,
+    RenewRequest,
+    RenewResponse,
+    StoredFile,
+)
+
+router = APIRouter(prefix=PREFIX, tags=["worker"])
+
+_CATALOG_LIMIT = 64 * 1024 * 1024
+_PREVIEW_LIMIT = 8 * 1024 * 1024
+
+
+def _held(hub: HubContext, worker: Worker, job_id: str, lease_id: str) -> Job:
+    job = hub.queue.held(job_id, lease_id)
+    if job.worker_id != worker.id:
+        raise LeaseLost(f"job {job_id} is leased to another worker")
+    return job
+
+
+@router.post("/register", response_model=RegisterResponse)
+async def register(req: RegisterRequest, token: WorkerToken = Depends(worker_token),
+                   hub: HubContext = Depends(get_hub)) -> RegisterResponse:
+    with transaction(hub.factory) as s:
+        worker, needed = workers.register(s, token, req)
+    hub.queue.wake_workers()
+    q = hub.settings.queue
+    return RegisterResponse(worker_id=worker.id, catalog_needed=needed,
+                            lease_seconds=q.lease_seconds, long_poll_seconds=q.long_poll_seconds)
+
+
+@router.put("/catalog/{catalog_hash}", status_code=204)
+async def upload_catalog(catalog_hash: str, request: Request,
+                         worker: Worker = Depends(current_worker),
+                         hub: HubContext = Depends(get_hub)) -> Response:
+    """Body: the catalog as gzip-compressed JSON."""
+    body = await read_body(request, _CATALOG_LIMIT)
+    try:
+        catalog = json.loads(gzip.decompress(body))
+    except (OSError, EOFError, ValueError) as exc:
+        raise InvalidInput(f"catalog must be gzip-compressed JSON: {exc}") from None
+    with transaction(hub.factory) as s:
+        workers.store_catalog(s, s.merge(worker), catalog_hash, catalog)
+    hub.queue.wake_workers()
+    return Response(status_code=204)
+
+
+@router.post("/lease", response_model=LeasedJob,
+             responses={204: {"description": "no work within the wait"}})
+async def lease(wait: float = Query(0.0, ge=0), worker: Worker = Depends(current_worker),
+                hub: HubContext = Depends(get_hub)) -> LeasedJob | Response:
+    wait = min(wait, hub.settings.queue.long_poll_seconds)
+    job = await hub.queue.lease(worker.id, wait)
+    if job is None:
+        return Response(status_code=204)
+    return LeasedJob(job_id=job.id, lease_id=job.lease_id or "", attempt=job.attempts,
+                     lease_seconds=hub.settings.queue.lease_seconds,
+                     prompt=json.loads(job.prompt), extra_data=json.loads(job.extra_data))
+
+
+@router.post("/renew", response_model=RenewResponse)
+async def renew(req: RenewRequest, worker: Worker = Depends(current_worker),
+                hub: HubContext = Depends(get_hub)) -> RenewResponse:
+    lost, cancel = hub.queue.renew(worker.id, req.leases)
+    return RenewResponse(lost=lost, cancel=cancel)
+
+
+@router.get("/commands", response_model=Commands)
+async def commands(wait: float = Query(0.0, ge=0), known: str = "",
+                   worker: Worker = Depends(current_worker),
+                   hub: HubContext = Depends(get_hub)) -> Commands:
+    """Long-poll: answers at once if the commands differ from `known` (their JSON), else
+    when a cancel or drain for this worker happens, else after `wait` seconds."""
+    wait = min(wait, hub.settings.queue.long_poll_seconds)
+    signal = hub.queue.worker_signal(worker.id)
+    current = hub.queue.commands(worker.id)
+    if json.dumps(current, sort_keys=True) == known and wait > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signal.wait(), wait)
+        current = hub.queue.commands(worker.id)
+    return Commands(**current)
+
+
+@router.post("/drain", status_code=204)
+async def drain(worker: Worker = Depends(current_worker),
+                hub: HubContext = Depends(get_hub)) -> Response:
+    with transaction(hub.factory) as s:
+        s.merge(worker).draining = True
+    return Response(status_code=204)
+
+
+@router.post("/jobs/{job_id}/events", response_model=EventsResponse)
+async def events(job_id: str, req: EventsRequest, worker: Worker = Depends(current_worker),
+                 hub: HubContext = Depends(get_hub)) -> EventsResponse:
+    _held(hub, worker, job_id, req.lease_id)
+    job = hub.queue.record_events(job_id, req.lease_id,
+                                  [e.model_dump() for e in req.events])
+    return EventsResponse(cancel=job.cancel_requested)
+
+
+@router.post("/jobs/{job_id}/preview", status_code=204)
+async def preview(job_id: str, request: Request, lease_id: str = Query(...),
+                  worker: Worker = Depends(current_worker),
+                  hub: HubContext = Depends(get_hub)) -> Response:
+    """A binary preview frame (ComfyUI's WebSocket bytes), passed on live, not stored."""
+    job = _held(hub, worker, job_id, lease_id)
+    frame = await read_body(request, _PREVIEW_LIMIT)
+    hub.bus.publish(job.user_id, {"job_id": job_id, "client_id": job.client_id,
+                                  "type": "binary", "data": frame})
+    return Response(status_code=204)
+
+
+@router.get("/jobs/{job_id}/inputs")
+async def input_file(job_id: str, lease_id: str, filename: str, subfolder: str = "",
+                     type: str = "input", worker: Worker = Depends(current_worker),
+                     hub: HubContext = Depends(get_hub)) -> FileResponse:
+    """A file of the job owner's (input/output/temp), only while the lease is held."""
+    job = _held(hub, worker, job_id, lease_id)
+    if type not in ("input", "output", "temp"):
+        raise InvalidInput("type must be input, output or temp")
+    with transaction(hub.factory) as s:
+        owner = s.get(User, job.user_id)
+        assert owner is not None
+    path = resolve(hub.settings.data_dir, owner.name, type, subfolder, filename)
+    if not path.is_file():
+        raise NotFound(f"{type} file {subfolder + '/' if subfolder else ''}{filename} not found")
+    return FileResponse(path)
+
+
+@router.put("/jobs/{job_id}/outputs", response_model=StoredFile)
+async def upload_output(job_id: str, request: Request, lease_id: str, key: str, node_id: str,
+                        filename: str, subfolder: str = "", type: str = "output",
+                        worker: Worker = Depends(current_worker),
+                        hub: HubContext = Depends(get_hub)) -> StoredFile:
+    """Stream one output file to disk (never whole in memory), then file it for the owner."""
+    job = _held(hub, worker, job_id, lease_id)
+    if type not in ("output", "temp"):
+        raise InvalidInput("type must be output or temp")
+    with transaction(hub.factory) as s:
+        owner = s.get(User, job.user_id)
+        assert owner is not None
+    resolve(hub.settings.data_dir, owner.name, type, subfolder, filename)  # validate early
+    limit = hub.settings.files.max_output_bytes
+    tmp_dir = hub.settings.data_dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"upload-{uuid.uuid4().hex}"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with tmp.open("wb") as fh:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"output is larger than {limit} bytes")
+                digest.update(chunk)
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        out = hub.queue.store_output(job_id, lease_id, key, node_id, type, subfolder,
+                                     filename, tmp, size, digest.hexdigest())
+    finally:
+        tmp.unlink(missing_ok=True)
+    return StoredFile(filename=out.filename, subfolder=out.subfolder, type=out.type)
+
+
+@router.post("/jobs/{job_id}/complete", response_model=JobStateResponse)
+async def complete(job_id: str, req: CompleteRequest, worker: Worker = Depends(current_worker),
+                   hub: HubContext = Depends(get_hub)) -> JobStateResponse:
+    _held(hub, worker, job_id, req.lease_id)
+    job = hub.queue.complete(job_id, req.lease_id, req.status, req.error)
+    return JobStateResponse(job_id=job.id, state=job.state)
+
+
+@router.post("/jobs/{job_id}/release", response_model=JobStateResponse)
+async def release(job_id: str, req: LeaseRef, worker: Worker = Depends(current_worker),
+                  hub: HubContext = Depends(get_hub)) -> JobStateResponse:
+    _held(hub, worker, job_id, req.lease_id)
+    job = hub.queue.release(job_id, req.lease_id)
+    return JobStateResponse(job_id=job.id, state=job.state)

@@ -1,0 +1,90 @@
+"""GPU workers: their tokens, registration and catalogs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from comfymulti.errors import InvalidInput, NotFound, Unauthorized
+from comfymulti.hub.auth import WORKER_TOKEN_PREFIX, new_token, token_hash
+from comfymulti.hub.catalog import catalog_hash, pack
+from comfymulti.models import Catalog, Worker, WorkerToken
+from comfymulti.protocol import RegisterRequest
+
+
+def create_token(s: Session, name: str) -> str:
+    token, digest = new_token(WORKER_TOKEN_PREFIX)
+    s.add(WorkerToken(name=name, token_hash=digest, created_at=time.time()))
+    return token
+
+
+def list_tokens(s: Session) -> list[WorkerToken]:
+    return list(s.scalars(select(WorkerToken).order_by(WorkerToken.id)))
+
+
+def revoke_token(s: Session, token_id_or_name: str) -> int:
+    tokens = s.scalars(select(WorkerToken).where(
+        (WorkerToken.name == token_id_or_name)
+        | (WorkerToken.id == (int(token_id_or_name) if token_id_or_name.isdigit() else -1)),
+        WorkerToken.revoked_at.is_(None))).all()
+    if not tokens:
+        raise NotFound(f"no active worker token {token_id_or_name!r}")
+    for token in tokens:
+        token.revoked_at = time.time()
+    return len(tokens)
+
+
+def authenticate(s: Session, token: str) -> WorkerToken:
+    row = s.scalar(select(WorkerToken).where(WorkerToken.token_hash == token_hash(token)))
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized("unknown or revoked worker token")
+    return row
+
+
+def register(s: Session, token: WorkerToken, req: RegisterRequest) -> tuple[Worker, bool]:
+    """Create or refresh the worker (token, name); True if the hub needs its catalog."""
+    now = time.time()
+    worker = s.scalar(select(Worker).where(Worker.token_id == token.id, Worker.name == req.name))
+    if worker is None:
+        worker = Worker(id=str(uuid.uuid4()), token_id=token.id, name=req.name,
+                        registered_at=now, draining=False)
+        s.add(worker)
+    worker.comfyui_version = req.comfyui_version
+    worker.gpu = req.gpu
+    worker.vram_total = req.vram_total
+    worker.last_seen = now
+    worker.draining = False
+    known = bool(req.catalog_hash) and s.get(Catalog, req.catalog_hash) is not None
+    worker.catalog_hash = req.catalog_hash if known else ""
+    return worker, bool(req.catalog_hash) and not known
+
+
+def store_catalog(s: Session, worker: Worker, expected_hash: str, catalog: Any) -> None:
+    if not isinstance(catalog, dict) or not isinstance(catalog.get("object_info"), dict):
+        raise InvalidInput("catalog must be an object with an object_info object")
+    actual = catalog_hash(catalog)
+    if actual != expected_hash:
+        raise InvalidInput(f"catalog hash mismatch: body hashes to {actual}")
+    if s.get(Catalog, actual) is None:
+        s.add(Catalog(hash=actual, data=pack(catalog), created_at=time.time()))
+    worker.catalog_hash = actual
+
+
+def get_worker(s: Session, token: WorkerToken, worker_id: str) -> Worker:
+    worker = s.get(Worker, worker_id)
+    if worker is None or worker.token_id != token.id:
+        raise NotFound("unknown worker; register first")
+    return worker
+
+
+def online_count(s: Session, within: float) -> int:
+    return s.scalar(select(func.count()).select_from(Worker).where(
+        Worker.last_seen >= time.time() - within)) or 0
+
+
+def list_workers(s: Session) -> list[Worker]:
+    return list(s.scalars(select(Worker).order_by(Worker.name)))

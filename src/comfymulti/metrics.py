@@ -1,0 +1,53 @@
+"""Every Prometheus metric of the hub, in one registry per app (so tests can build many)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from comfymulti.queue.jobs import JobState
+
+POLICIES = ("fifo", "fair", "priority")
+_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+class _Live(Collector):
+    """Gauges read from the database at scrape time, so they are right after a restart."""
+
+    def __init__(self, jobs_by_state: Callable[[], dict[str, int]],
+                 workers_online: Callable[[], int]) -> None:
+        self._jobs = jobs_by_state
+        self._workers = workers_online
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("comfymulti_jobs", "Jobs by state.", labels=["state"])
+        counts = self._jobs()
+        for state in JobState:
+            jobs.add_metric([str(state)], counts.get(str(state), 0))
+        yield jobs
+        yield GaugeMetricFamily("comfymulti_workers_online", "Workers seen within a lease period.",
+                                value=self._workers())
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.jobs_submitted = Counter("comfymulti_jobs_submitted", "Jobs submitted.",
+                                      registry=self.registry)
+        self.dispatched = Counter("comfymulti_dispatch", "Jobs leased to workers, by policy.",
+                                  ["policy"], registry=self.registry)
+        for policy in POLICIES:
+            self.dispatched.labels(policy=policy)
+        self.wait_seconds = Histogram("comfymulti_job_wait_seconds",
+                                      "Submit to first lease.", buckets=_BUCKETS,
+                                      registry=self.registry)
+        self.run_seconds = Histogram("comfymulti_job_run_seconds",
+                                     "Execution start to end.", buckets=_BUCKETS,
+                                     registry=self.registry)
+
+    def watch(self, jobs_by_state: Callable[[], dict[str, int]],
+              workers_online: Callable[[], int]) -> None:
+        self.registry.register(_Live(jobs_by_state, workers_online))

@@ -1,0 +1,91 @@
+"""The hub-worker wire protocol (/worker/v1), shared by both sides.
+
+Flow: register → (upload catalog if the hub lacks its hash) → lease (long-poll) → events …
+→ outputs (streamed PUT) → complete. Leases are kept alive by `renew` (the worker's heartbeat)
+and by every events post. `commands` is a long-poll the hub answers as soon as a job of this
+worker must be cancelled or the worker must drain. Any call under a lease the worker no longer
+holds answers 409 with error type `lease_lost`, and the worker drops that job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+PREFIX = "/worker/v1"
+WORKER_ID_HEADER = "X-Worker-Id"
+
+
+class RegisterRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    comfyui_version: str = ""
+    gpu: str = ""
+    vram_total: int = 0
+    catalog_hash: str = ""
+
+
+class RegisterResponse(BaseModel):
+    worker_id: str
+    catalog_needed: bool
+    lease_seconds: float
+    long_poll_seconds: float
+
+
+class LeasedJob(BaseModel):
+    job_id: str
+    lease_id: str
+    attempt: int
+    lease_seconds: float
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+
+
+class Event(BaseModel):
+    seq: int = Field(ge=0)
+    type: str = Field(min_length=1, max_length=64)
+    data: dict[str, Any] = {}
+
+
+class EventsRequest(BaseModel):
+    lease_id: str
+    events: list[Event] = Field(max_length=1000)
+
+
+class EventsResponse(BaseModel):
+    cancel: bool
+
+
+class RenewRequest(BaseModel):
+    leases: dict[str, str] = Field(description="job id → lease id")
+
+
+class RenewResponse(BaseModel):
+    lost: list[str]
+    cancel: list[str]
+
+
+class LeaseRef(BaseModel):
+    lease_id: str
+
+
+class CompleteRequest(BaseModel):
+    lease_id: str
+    status: Literal["success", "error", "interrupted", "retry"]
+    error: dict[str, Any] | None = None
+
+
+class JobStateResponse(BaseModel):
+    job_id: str
+    state: str
+
+
+class StoredFile(BaseModel):
+    filename: str
+    subfolder: str
+    type: str
+
+
+class Commands(BaseModel):
+    cancel: list[str]
+    drain: bool

@@ -1,0 +1,256 @@
+"""The only code that writes job rows.
+
+Every state change is a conditional UPDATE on (id, expected states[, lease]) that must hit
+exactly one row; otherwise the caller gets Conflict/LeaseLost and nothing changed. Each change
+is written to job_events and logged with an action name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from comfymulti.errors import Conflict, LeaseLost, NotFound
+from comfymulti.models import HubState, Job, JobEvent, Output, User
+from comfymulti.queue.jobs import HELD, TERMINAL, TRANSITIONS, JobState
+from comfymulti.queue.scheduler import Candidate
+
+log = logging.getLogger("comfymulti.queue")
+
+
+def _event(s: Session, job: Job | str, attempt: int, type_: str, data: dict[str, Any],
+           now: float, seq: int | None = None) -> None:
+    job_id = job if isinstance(job, str) else job.id
+    s.add(JobEvent(job_id=job_id, attempt=attempt, seq=seq, type=type_,
+                   data=json.dumps(data), created_at=now))
+
+
+def _transition(
+    s: Session,
+    job_id: str,
+    from_states: Iterable[JobState],
+    to: JobState,
+    *,
+    now: float,
+    reason: str,
+    lease_id: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> Job:
+    """Move one job from one of `from_states` to `to`, or raise without changing anything."""
+    from_states = frozenset(from_states)
+    bad = [f for f in from_states if to not in TRANSITIONS[f]]
+    assert not bad, f"transition {bad} -> {to} is not allowed"
+    stmt = update(Job).where(Job.id == job_id, Job.state.in_([str(f) for f in from_states]))
+    if lease_id is not None:
+        stmt = stmt.where(Job.lease_id == lease_id)
+    result = s.execute(stmt.values(state=str(to), **(values or {})))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        job = s.scalar(select(Job).where(Job.id == job_id))
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        if lease_id is not None and job.lease_id != lease_id:
+            raise LeaseLost(f"job {job_id}: lease is no longer held", state=job.state)
+        raise Conflict(f"job {job_id} is {job.state}, cannot become {to}", state=job.state)
+    job = s.scalars(select(Job).where(Job.id == job_id)).one()
+    s.refresh(job)
+    _event(s, job, job.attempts, "state", {"to": str(to), "reason": reason}, now)
+    log.info("job %s -> %s", job_id, to, extra={"action": f"job_{to}", "reason": reason})
+    return job
+
+
+# --- submit and read -------------------------------------------------------------------------
+
+def insert_job(s: Session, *, job_id: str, user: User, prompt: dict[str, Any],
+               extra_data: dict[str, Any], client_id: str, priority: int, instructor: bool,
+               requirements: str, now: float) -> Job:
+    job = Job(id=job_id, user_id=user.id, state=str(JobState.QUEUED),
+              prompt=json.dumps(prompt), extra_data=json.dumps(extra_data),
+              client_id=client_id, priority=priority, instructor=instructor,
+              requirements=requirements, created_at=now, attempts=0,
+              cancel_requested=False, outputs="{}")
+    s.add(job)
+    s.flush()
+    _event(s, job, 0, "state", {"to": "queued", "reason": "submitted"}, now)
+    return job
+
+
+def count_queued(s: Session, user_id: int | None = None) -> int:
+    stmt = select(func.count()).select_from(Job).where(Job.state == str(JobState.QUEUED))
+    if user_id is not None:
+        stmt = stmt.where(Job.user_id == user_id)
+    return s.scalar(stmt) or 0
+
+
+def counts_by_state(s: Session) -> dict[str, int]:
+    rows = s.execute(select(Job.state, func.count()).group_by(Job.state))
+    counts = dict.fromkeys((str(st) for st in JobState), 0)
+    counts.update({state: n for state, n in rows})
+    return counts
+
+
+def queued_candidates(s: Session) -> list[Candidate]:
+    rows = s.execute(
+        select(Job.seq, Job.id, Job.user_id, Job.priority, Job.instructor, Job.run_next_at,
+               Job.requirements)
+        .where(Job.state == str(JobState.QUEUED))
+    )
+    return [Candidate(*row) for row in rows]
+
+
+def last_dispatch(s: Session) -> dict[int, int]:
+    return dict(s.execute(select(User.id, User.last_dispatch)).all())
+
+
+def _bump_counter(s: Session, key: str) -> int:
+    state = s.get(HubState, key)
+    value = int(state.value) + 1 if state else 1
+    if state:
+        state.value = str(value)
+    else:
+        s.add(HubState(key=key, value=str(value)))
+    return value
+
+
+def get_state(s: Session, key: str) -> str | None:
+    row = s.get(HubState, key)
+    return row.value if row else None
+
+
+def set_state(s: Session, key: str, value: str) -> None:
+    row = s.get(HubState, key)
+    if row:
+        row.value = value
+    else:
+        s.add(HubState(key=key, value=value))
+
+
+# --- leases ----------------------------------------------------------------------------------
+
+def lease(s: Session, job: Candidate, *, worker_id: str, lease_id: str, expires_at: float,
+          now: float) -> Job:
+    leased = _transition(
+        s, job.job_id, [JobState.QUEUED], JobState.LEASED, now=now, reason=f"worker {worker_id}",
+        values={"worker_id": worker_id, "lease_id": lease_id, "lease_expires_at": expires_at,
+                "leased_at": now, "attempts": Job.attempts + 1},
+    )
+    tick = _bump_counter(s, "dispatch_counter")
+    s.execute(update(User).where(User.id == job.user_id).values(last_dispatch=tick))
+    return leased
+
+
+def renew(s: Session, job_id: str, lease_id: str, expires_at: float) -> Job:
+    result = s.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_id == lease_id,
+               Job.state.in_([str(st) for st in HELD]))
+        .values(lease_expires_at=expires_at)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise LeaseLost(f"job {job_id}: lease is no longer held")
+    return s.scalars(select(Job).where(Job.id == job_id)).one()
+
+
+def held_job(s: Session, job_id: str, lease_id: str) -> Job:
+    """The job if `lease_id` still holds it, else LeaseLost."""
+    job = s.scalar(select(Job).where(Job.id == job_id))
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    if job.lease_id != lease_id or job.state not in HELD:
+        raise LeaseLost(f"job {job_id}: lease is no longer held", state=job.state)
+    return job
+
+
+def mark_running(s: Session, job_id: str, lease_id: str, now: float) -> Job:
+    return _transition(s, job_id, [JobState.LEASED], JobState.RUNNING, now=now,
+                       reason="execution started", lease_id=lease_id,
+                       values={"started_at": now})
+
+
+def finish(s: Session, job_id: str, lease_id: str, to: JobState, *, now: float, reason: str,
+           error: dict[str, Any] | None = None) -> Job:
+    return _transition(
+        s, job_id, HELD, to, now=now, reason=reason, lease_id=lease_id,
+        values={"finished_at": now, "lease_id": None, "lease_expires_at": None,
+                "error": json.dumps(error) if error else None},
+    )
+
+
+def requeue(s: Session, job_id: str, *, now: float, reason: str, lease_id: str | None = None,
+            count_attempt: bool = True) -> Job:
+    """Back to the queue; outputs of the abandoned attempt are forgotten (files removed by
+    the caller), so a retry never stores an output twice."""
+    values: dict[str, Any] = {"worker_id": None, "lease_id": None, "lease_expires_at": None,
+                              "started_at": None, "outputs": "{}"}
+    if not count_attempt:
+        values["attempts"] = Job.attempts - 1
+    return _transition(s, job_id, HELD, JobState.QUEUED, now=now, reason=reason,
+                       lease_id=lease_id, values=values)
+
+
+def expired(s: Session, now: float) -> list[Job]:
+    return list(s.scalars(
+        select(Job).where(Job.state.in_([str(st) for st in HELD]), Job.lease_expires_at < now)
+    ))
+
+
+def extend_all_leases(s: Session, until: float) -> int:
+    """After a hub restart: give every held lease time for its worker to reconnect."""
+    result = s.execute(
+        update(Job)
+        .where(Job.state.in_([str(st) for st in HELD]), Job.lease_expires_at < until)
+        .values(lease_expires_at=until)
+    )
+    return result.rowcount  # type: ignore[attr-defined,no-any-return]
+
+
+# --- user and admin actions ------------------------------------------------------------------
+
+def cancel(s: Session, job: Job, now: float, reason: str) -> str:
+    """'cancelled' (was queued), 'requested' (held: the worker is told), 'final' (too late)."""
+    if job.state in TERMINAL:
+        return "final"
+    if job.state == JobState.QUEUED:
+        _transition(s, job.id, [JobState.QUEUED], JobState.CANCELLED, now=now, reason=reason,
+                    values={"finished_at": now})
+        return "cancelled"
+    s.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
+    _event(s, job, job.attempts, "cancel_requested", {"reason": reason}, now)
+    return "requested"
+
+
+def set_run_next(s: Session, job: Job, now: float) -> None:
+    if job.state != JobState.QUEUED:
+        raise Conflict(f"job {job.id} is {job.state}; only queued jobs can be moved")
+    job.run_next_at = now
+    _event(s, job, job.attempts, "run_next", {}, now)
+
+
+# --- events and outputs ----------------------------------------------------------------------
+
+def event_seen(s: Session, job_id: str, attempt: int, seq: int) -> bool:
+    return s.scalar(select(func.count()).select_from(JobEvent).where(
+        JobEvent.job_id == job_id, JobEvent.attempt == attempt, JobEvent.seq == seq)) != 0
+
+
+def add_worker_event(s: Session, job: Job, seq: int, type_: str, data: dict[str, Any],
+                     now: float) -> None:
+    _event(s, job, job.attempts, type_, data, now, seq=seq)
+
+
+def set_outputs(s: Session, job: Job, outputs: dict[str, Any]) -> None:
+    job.outputs = json.dumps(outputs)
+
+
+def find_output(s: Session, job_id: str, attempt: int, key: str) -> Output | None:
+    return s.scalar(select(Output).where(Output.job_id == job_id, Output.attempt == attempt,
+                                         Output.key == key))
+
+
+def attempt_outputs(s: Session, job_id: str, attempt: int) -> list[Output]:
+    return list(s.scalars(select(Output).where(Output.job_id == job_id,
+                                               Output.attempt == attempt)))

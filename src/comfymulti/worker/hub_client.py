@@ -1,0 +1,179 @@
+"""The worker's client for the hub's /worker/v1 API.
+
+Transport failures and 5xx answers are retried with capped exponential backoff until the hub
+answers (a hub restart is a pause, not an error). A 409 becomes LeaseLost: the hub gave the
+job to someone else and this worker must drop it. 401 is fatal (token revoked or wrong).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+
+from comfymulti.errors import ComfyMultiError, InvalidInput, LeaseLost, NotFound, Unauthorized
+from comfymulti.hub.catalog import catalog_hash
+from comfymulti.protocol import (
+    PREFIX,
+    WORKER_ID_HEADER,
+    Commands,
+    EventsResponse,
+    LeasedJob,
+    RegisterRequest,
+    RegisterResponse,
+    RenewResponse,
+    StoredFile,
+)
+
+log = logging.getLogger("comfymulti.worker")
+
+_RETRYABLE = (httpx.TransportError,)
+
+
+class HubClient:
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        backoff_max: float = 10.0,
+    ) -> None:
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=5.0),
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+        )
+        self._base = base_url.rstrip("/") + PREFIX
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self.backoff_max = backoff_max
+        self.worker_id = ""
+        self.lease_seconds = 30.0
+        self.long_poll_seconds = 25.0
+        self.closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+        await self._client.aclose()
+
+    async def _request(self, method: str, path: str, *, retry: bool = True,
+                       body_factory: Callable[[], Any] | None = None,
+                       timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+        headers = {**self._headers, WORKER_ID_HEADER: self.worker_id}
+        delay = 0.1
+        while True:
+            if body_factory is not None:
+                kwargs["content"] = body_factory()
+            try:
+                resp = await self._client.request(
+                    method, self._base + path, headers=headers,
+                    timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+                    **kwargs)
+            except _RETRYABLE as exc:
+                if not retry or self.closed:
+                    raise ComfyMultiError(f"hub unreachable: {exc!r}") from exc
+                log.warning("hub unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
+            else:
+                if resp.status_code < 500 or not retry:
+                    return _check(resp)
+                log.warning("hub answered %s; retrying in %.1fs", resp.status_code, delay)
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, self.backoff_max)
+
+    # --- registration ----------------------------------------------------------------------
+
+    async def register(self, name: str, catalog: dict[str, Any], *, comfyui_version: str = "",
+                       gpu: str = "", vram_total: int = 0) -> RegisterResponse:
+        digest = catalog_hash(catalog)
+        req = RegisterRequest(name=name, comfyui_version=comfyui_version, gpu=gpu,
+                              vram_total=vram_total, catalog_hash=digest)
+        resp = await self._request("POST", "/register", json=req.model_dump())
+        reg = RegisterResponse.model_validate(resp.json())
+        self.worker_id = reg.worker_id
+        self.lease_seconds = reg.lease_seconds
+        self.long_poll_seconds = reg.long_poll_seconds
+        if reg.catalog_needed:
+            body = gzip.compress(json.dumps(catalog, separators=(",", ":")).encode(), 6)
+            await self._request("PUT", f"/catalog/{digest}", content=body)
+        return reg
+
+    # --- work ------------------------------------------------------------------------------
+
+    async def lease(self, wait: float) -> LeasedJob | None:
+        resp = await self._request("POST", "/lease", params={"wait": wait},
+                                   timeout=wait + 30.0)
+        return None if resp.status_code == 204 else LeasedJob.model_validate(resp.json())
+
+    async def renew(self, leases: dict[str, str]) -> RenewResponse:
+        resp = await self._request("POST", "/renew", json={"leases": leases})
+        return RenewResponse.model_validate(resp.json())
+
+    async def commands(self, wait: float, known: str = "") -> Commands:
+        resp = await self._request("GET", "/commands", params={"wait": wait, "known": known},
+                                   timeout=wait + 30.0)
+        return Commands.model_validate(resp.json())
+
+    async def drain(self) -> None:
+        await self._request("POST", "/drain")
+
+    async def events(self, job_id: str, lease_id: str,
+                     events: list[dict[str, Any]]) -> EventsResponse:
+        resp = await self._request("POST", f"/jobs/{job_id}/events",
+                                   json={"lease_id": lease_id, "events": events})
+        return EventsResponse.model_validate(resp.json())
+
+    async def preview(self, job_id: str, lease_id: str, frame: bytes) -> None:
+        await self._request("POST", f"/jobs/{job_id}/preview", params={"lease_id": lease_id},
+                            content=frame, retry=False)
+
+    async def download_input(self, job_id: str, lease_id: str, filename: str,
+                             subfolder: str = "", type: str = "input") -> bytes:
+        resp = await self._request("GET", f"/jobs/{job_id}/inputs", params={
+            "lease_id": lease_id, "filename": filename, "subfolder": subfolder, "type": type})
+        return resp.content
+
+    async def upload_output(self, job_id: str, lease_id: str, *, key: str, node_id: str,
+                            filename: str, subfolder: str, type: str,
+                            body: Callable[[], AsyncIterator[bytes] | bytes]) -> StoredFile:
+        """Stream one file; `body` makes a fresh stream for each try (so retries work)."""
+        resp = await self._request(
+            "PUT", f"/jobs/{job_id}/outputs", body_factory=body,
+            params={"lease_id": lease_id, "key": key, "node_id": node_id,
+                    "filename": filename, "subfolder": subfolder, "type": type},
+            timeout=600.0)
+        return StoredFile.model_validate(resp.json())
+
+    async def complete(self, job_id: str, lease_id: str, status: str,
+                       error: dict[str, Any] | None = None) -> str:
+        resp = await self._request("POST", f"/jobs/{job_id}/complete",
+                                   json={"lease_id": lease_id, "status": status, "error": error})
+        return str(resp.json()["state"])
+
+    async def release(self, job_id: str, lease_id: str) -> str:
+        resp = await self._request("POST", f"/jobs/{job_id}/release",
+                                   json={"lease_id": lease_id})
+        return str(resp.json()["state"])
+
+
+def _check(resp: httpx.Response) -> httpx.Response:
+    """Turn the hub's error answers into our errors (4xx; 5xx are retried before this)."""
+    if resp.status_code < 400:
+        return resp
+    try:
+        message = resp.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = resp.text[:200]
+    if resp.status_code == 409:
+        raise LeaseLost(message)
+    if resp.status_code == 401:
+        raise Unauthorized(message)
+    if resp.status_code == 404:
+        raise NotFound(message)
+    if 400 <= resp.status_code < 500:
+        raise InvalidInput(f"hub refused: {message}")
+    raise ComfyMultiError(f"hub error {resp.status_code}: {message}")

@@ -1,0 +1,100 @@
+"""The /worker/v1 protocol through the real HubClient against a live hub."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+import httpx
+import pytest
+
+from comfymulti.errors import LeaseLost, Unauthorized
+from comfymulti.worker.hub_client import HubClient
+from tests.conftest import simple_prompt, tiny_catalog
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+async def test_register_lease_events_output_complete(live_hub) -> None:
+    harness, url = live_hub()
+    harness.user("user002")
+    token = harness.worker_token()
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/api/v1/jobs", json={"prompt": simple_prompt()},
+                   headers=harness.bearer("user002"))
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+    client = HubClient(url, token)
+    reg = await client.register("gpu-a", tiny_catalog(), comfyui_version="0.33.0")
+    assert reg.catalog_needed
+    again = await client.register("gpu-a", tiny_catalog())
+    assert not again.catalog_needed and again.worker_id == reg.worker_id
+    job = await client.lease(wait=1)
+    assert job is not None and job.job_id == job_id and job.attempt == 1
+    await client.events(job.job_id, job.lease_id, [
+        {"seq": 0, "type": "execution_start", "data": {"prompt_id": job_id}},
+        {"seq": 1, "type": "executing", "data": {"node": "2", "prompt_id": job_id}},
+    ])
+    stored = await client.upload_output(job.job_id, job.lease_id, key="2/images/0",
+                                        node_id="2", filename="ComfyUI_00001_.png",
+                                        subfolder="", type="output", body=lambda: b"PNG!")
+    assert stored.filename == "ComfyUI_00001_.png"
+    # A retried upload with the same key stores nothing new.
+    again_stored = await client.upload_output(job.job_id, job.lease_id, key="2/images/0",
+                                              node_id="2", filename="ComfyUI_00001_.png",
+                                              subfolder="", type="output", body=lambda: b"PNG!")
+    assert again_stored == stored
+    await client.events(job.job_id, job.lease_id, [
+        {"seq": 2, "type": "executed", "data": {"node": "2", "output": {
+            "images": [stored.model_dump()]}, "prompt_id": job_id}},
+        {"seq": 1, "type": "executing", "data": {"node": "2", "prompt_id": job_id}},  # dup
+    ])
+    assert await client.complete(job.job_id, job.lease_id, "success") == "succeeded"
+    with pytest.raises(LeaseLost):
+        await client.complete(job.job_id, job.lease_id, "success")
+    await client.aclose()
+    with httpx.Client(base_url=url, headers=harness.bearer("user002")) as c:
+        detail = c.get(f"/api/v1/jobs/{job_id}").json()
+        events = c.get(f"/api/v1/jobs/{job_id}/events").json()["events"]
+    assert detail["state"] == "succeeded"
+    assert detail["outputs"] == {"2": {"images": [stored.model_dump()]}}
+    relayed = [e["type"] for e in events if e["seq"] is not None]
+    assert relayed == ["execution_start", "executing", "executed"]
+    out = harness.ctx.settings.data_dir / "users/user002/output/ComfyUI_00001_.png"
+    assert out.read_bytes() == b"PNG!"
+
+
+async def test_bad_worker_token_is_refused(live_hub) -> None:
+    _harness, url = live_hub()
+    client = HubClient(url, "cmw_not-a-token")
+    with pytest.raises(Unauthorized):
+        await client.register("x", tiny_catalog())
+    await client.aclose()
+
+
+async def test_long_poll_returns_as_soon_as_work_arrives(live_hub) -> None:
+    harness, url = live_hub()
+    harness.user("a")
+    client = HubClient(url, harness.worker_token())
+    await client.register("w", tiny_catalog())
+    headers = harness.bearer("a")
+
+    async def submit_later() -> float:
+        await asyncio.sleep(0.3)
+        async with httpx.AsyncClient(base_url=url) as c:
+            await c.post("/api/v1/jobs", json={"prompt": simple_prompt()}, headers=headers)
+        return anyio.current_time()
+
+    start = anyio.current_time()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(submit_later)
+        job = await client.lease(wait=10)
+        got = anyio.current_time() - start
+    assert job is not None
+    assert got < 5, "lease waited for the long-poll timeout instead of returning"
+    await client.aclose()
