@@ -99,3 +99,11 @@ async def current_worker(
         worker = workers.get_worker(s, token, worker_id)
         worker.last_seen = time.time()
     return worker
+
+
+async def workspace_owner(user: str, me: User = Depends(current_user)) -> User:
+    """For /u/{user}/… routes: the logged-in user, who must be the workspace's owner.
+    Anyone else (admins included) gets 404, exactly as for a workspace that does not exist."""
+    if me.name != user:
+        raise NotFound("no such workspace")
+    return me
