@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -116,6 +117,8 @@ def serve(
     application = create_app(cfg)
     ensure_admin(application.state.hub.factory, cfg.public_url)
     out.print(f"ComfyMulti hub on {cfg.public_url}/  (data: {cfg.data_dir})")
+    # uvicorn shuts down gracefully, then re-raises the signal it caught; exit 0 for that.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(application, host=cfg.hub.host, port=cfg.hub.port, log_config=None,
                 timeout_graceful_shutdown=5)
 

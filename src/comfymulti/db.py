@@ -12,6 +12,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import ResolutionError
+from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,7 +79,11 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     """
     current = current_revision(engine)
     script = ScriptDirectory.from_config(_alembic_config(engine))
-    if current is not None and script.get_revision(current) is None:
+    try:
+        known = current is None or script.get_revision(current) is not None
+    except (ResolutionError, CommandError):
+        known = False
+    if not known:
         raise ConfigError(
             f"database schema {current} is newer than this ComfyMulti; upgrade the software"
         )

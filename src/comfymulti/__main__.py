@@ -1,0 +1,5 @@
+"""`python -m comfymulti` runs the CLI."""
+
+from comfymulti.cli import main
+
+main()

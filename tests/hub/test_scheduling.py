@@ -1,0 +1,88 @@
+"""Dispatch order through the real JobQueue and hub (not only the pure scheduler)."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from comfymulti.errors import QuotaExceeded
+from comfymulti.queue.jobs import Role
+from comfymulti.worker.hub_client import HubClient
+from tests.conftest import simple_prompt, tiny_catalog
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _user(harness, name: str, role: Role = Role.PARTICIPANT):
+    from comfymulti.db import transaction
+    from comfymulti.hub.users import get_user
+
+    harness.user(name, role)
+    with transaction(harness.ctx.factory) as s:
+        return get_user(s, name)
+
+
+async def _drain_order(url: str, harness, n: int) -> list[str]:
+    client = HubClient(url, harness.worker_token())
+    await client.register("w", tiny_catalog())
+    owners = {}
+    order = []
+    for _ in range(n):
+        job = await client.lease(wait=0)
+        assert job is not None
+        order.append(job.job_id)
+        await client.complete(job.job_id, job.lease_id, "success")
+    await client.aclose()
+    from comfymulti.db import transaction
+    from comfymulti.models import Job, User
+
+    with transaction(harness.ctx.factory) as s:
+        for job_id in order:
+            job = s.query(Job).filter_by(id=job_id).one()
+            owners[job_id] = s.get(User, job.user_id).name
+    return [owners[j] for j in order]
+
+
+async def test_fair_round_robin_and_instructor_first(live_hub) -> None:
+    harness, url = live_hub()
+    a, b, c = (_user(harness, n) for n in ("a", "b", "c"))
+    for user, count in ((a, 10), (b, 3), (c, 1)):
+        for _ in range(count):
+            harness.ctx.queue.submit(user, simple_prompt())
+    teacher = _user(harness, "teacher", Role.INSTRUCTOR)
+    harness.ctx.queue.submit(teacher, simple_prompt())
+    names = await _drain_order(url, harness, 15)
+    assert names[:9] == ["teacher", "a", "b", "c", "a", "b", "a", "b", "a"]
+    assert names[9:] == ["a"] * 6
+
+
+async def test_policy_change_takes_effect_while_running(live_hub) -> None:
+    harness, url = live_hub()
+    a, b = _user(harness, "a"), _user(harness, "b")
+    for user in (a, a, a, b):
+        harness.ctx.queue.submit(user, simple_prompt())
+    harness.ctx.queue.set_policy("fifo")
+    assert await _drain_order(url, harness, 2) == ["a", "a"]
+    harness.ctx.queue.set_policy("fair")
+    assert await _drain_order(url, harness, 2) == ["b", "a"]
+
+
+async def test_admin_run_next_and_per_user_and_global_caps(make_hub) -> None:
+    harness = make_hub(queue={"max_queued_per_user": 2, "max_queued_total": 3})
+    a, b = _user(harness, "a"), _user(harness, "b")
+    q = harness.ctx.queue
+    q.submit(a, simple_prompt())
+    q.submit(a, simple_prompt())
+    with pytest.raises(QuotaExceeded, match="2 jobs waiting"):
+        q.submit(a, simple_prompt())
+    last = q.submit(b, simple_prompt())
+    with pytest.raises(QuotaExceeded, match="queue is full"):
+        q.submit(b, simple_prompt())
+    q.run_next(last)
+    assert q.order()[0].job_id == last.id
+    await anyio.sleep(0)

@@ -1,0 +1,107 @@
+"""The comfymulti command as a person uses it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from comfymulti.config import Settings, render_toml
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None):
+    return subprocess.run([sys.executable, "-m", "comfymulti", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env)
+
+
+def test_init_writes_commented_config_with_fresh_secret(tmp_path: Path) -> None:
+    r = run("init", str(tmp_path / "site"))
+    assert r.returncode == 0, r.stderr
+    path = tmp_path / "site" / "comfymulti.toml"
+    text = path.read_text()
+    data = tomllib.loads(text)
+    assert data["data_dir"] == "data" and len(data["hub"]["secret_key"]) > 30
+    assert "# Leases a job gets before it fails." in text
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert (tmp_path / "site" / "data" / "comfymulti.db").exists()
+    second = run("init", str(tmp_path / "site2"))
+    assert tomllib.loads((tmp_path / "site2/comfymulti.toml").read_text())["hub"][
+        "secret_key"] != data["hub"]["secret_key"]
+    assert second.returncode == 0
+    assert run("init", str(tmp_path / "site")).returncode != 0  # never overwrites
+
+
+def test_every_setting_is_in_the_written_config() -> None:
+    data = tomllib.loads(render_toml())
+    for section, field in Settings.model_fields.items():
+        if section == "data_dir":
+            assert "data_dir" in data
+            continue
+        assert set(data[section]) == set(field.annotation.model_fields), section
+
+
+def test_invalid_config_is_one_line_naming_key_and_file_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[queue]\nlease_seconds = "soon"\n')
+    r = run("--config", str(bad), "users", "list")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
+    assert str(bad) in r.stderr and "queue.lease_seconds" in r.stderr
+    bad.write_text("[queue]\npolcy = 'fair'\n")
+    r = run("--config", str(bad), "users", "list")
+    assert r.returncode == 2 and "queue.polcy" in r.stderr
+    bad.write_text("not toml [")
+    assert run("--config", str(bad), "users", "list").returncode == 2
+    assert run("--config", str(tmp_path / "missing.toml"), "users", "list").returncode == 2
+
+
+def test_config_from_env_var_and_secrets_from_environment(tmp_path: Path) -> None:
+    import os
+
+    run("init", str(tmp_path))
+    env = {**os.environ, "COMFYMULTI_CONFIG": str(tmp_path / "comfymulti.toml"),
+           "COMFYMULTI_QUEUE__POLICY": "priority"}
+    r = run("queue", "policy", env=env)
+    assert r.returncode == 0 and r.stdout.strip() == "priority"
+
+
+def test_users_lifecycle_and_credentials_sheet(tmp_path: Path) -> None:
+    run("init", str(tmp_path))
+    cfg = ["--config", str(tmp_path / "comfymulti.toml")]
+    r = run(*cfg, "users", "create", "--count", "20", "--prefix", "user")
+    assert r.returncode == 0, r.stderr
+    sheets = sorted((tmp_path / "data/credentials").glob("credentials-*.csv"))
+    rows = list(csv.DictReader(sheets[0].read_text().splitlines()))
+    assert [row["user"] for row in rows] == [f"user{i:03d}" for i in range(1, 21)]
+    assert len({row["password"] for row in rows}) == 20
+    page = sheets[0].with_suffix(".html").read_text()
+    assert page.count('class="card"') == 20 and rows[4]["password"] in page
+    assert run(*cfg, "users", "create", "--count", "2").returncode == 1  # exist already
+    assert run(*cfg, "users", "add", "teacher", "--role", "instructor").returncode == 0
+    listed = run(*cfg, "users", "list").stdout
+    assert "user020" in listed and "instructor" in listed
+    assert run(*cfg, "users", "disable", "user001").returncode == 0
+    assert "disabled" in run(*cfg, "users", "list").stdout
+    assert "new password" in run(*cfg, "users", "reset-password", "user002").stdout
+    (tmp_path / "data/users/user003/output/keep.png").write_bytes(b"x")
+    assert run(*cfg, "users", "remove", "user003").returncode == 0
+    assert (tmp_path / "data/users/user003/output/keep.png").exists()
+    assert run(*cfg, "users", "remove", "user004", "--delete-files").returncode == 0
+    assert not (tmp_path / "data/users/user004").exists()
+    assert run(*cfg, "users", "remove", "nobody").returncode == 1
+    token = run(*cfg, "users", "token", "user005").stdout.strip()
+    assert token.startswith("cmu_")
+
+
+def test_worker_tokens(tmp_path: Path) -> None:
+    run("init", str(tmp_path))
+    cfg = ["--config", str(tmp_path / "comfymulti.toml")]
+    token = run(*cfg, "workers", "token", "--name", "gpu-day1").stdout.strip()
+    assert token.startswith("cmw_")
+    assert "gpu-day1" in run(*cfg, "workers", "list").stdout
+    assert run(*cfg, "workers", "revoke", "gpu-day1").returncode == 0
+    assert "revoked" in run(*cfg, "workers", "list").stdout
+    db = (tmp_path / "data/comfymulti.db").read_bytes()
+    assert token.encode() not in db, "worker tokens must be stored hashed"
