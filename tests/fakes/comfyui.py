@@ -162,6 +162,7 @@ class FakeComfyUI:
         self.ram_total, self.ram_free = ram_total, ram_free
         self.executions: list[ExecutionRecord] = []
         self.uploads: list[dict[str, Any]] = []
+        self.errors: list[BaseException] = []  # internal failures of the fake itself
         self._own_root = root is None
         self.root = (
             Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="fake-comfyui-"))

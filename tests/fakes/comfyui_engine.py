@@ -63,7 +63,7 @@ class ExecutionRecord:
     number: float
     started: float  # time.monotonic()
     ended: float | None = None
-    status: str = "running"  # running | success | error | interrupted
+    status: str = "running"  # running | success | error | interrupted | crashed
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
 
@@ -116,6 +116,9 @@ class Engine:
         for t in self.tasks:
             with contextlib.suppress(BaseException):
                 await t
+        for record in self.fake.executions:
+            if record.status == "running":  # the "process" died mid-prompt
+                record.status, record.ended = "crashed", time.monotonic()
 
     def send(self, event: Any, data: Any, sid: str | None = None) -> None:
         self.outbox.put_nowait((event, data, sid))
@@ -193,7 +196,11 @@ class Engine:
             self.queue_updated()
             number, prompt_id, prompt, extra, outputs, sensitive = item
             run = _PromptRun(self, number, prompt_id, prompt, {**extra, **sensitive}, outputs)
-            await run.execute()
+            try:
+                await run.execute()
+            except Exception as ex:  # a bug in the fake must not wedge its queue
+                self.fake.errors.append(ex)
+                run.success = False
             self.running.pop(item_id)
             if len(self.history) > MAX_HISTORY:
                 self.history.pop(next(iter(self.history)))

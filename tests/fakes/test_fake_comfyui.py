@@ -216,6 +216,7 @@ def wait_for(pred: Any, timeout: float = 10) -> None:
 def comfy() -> Any:
     with FakeComfyUI() as fake:
         yield fake
+        assert fake.errors == []
 
 
 # ------------------------------------------------------------ recordings
