@@ -10,7 +10,8 @@
     ├── Conflict                   409
     │   └── LeaseLost              409   (a worker acted under a lease it no longer holds)
     ├── QuotaExceeded              429
-    └── StorageError               500
+    ├── StorageError               500
+    └── ComfyUIError               500   (the worker's local ComfyUI failed or refused)
 
 Each class's docstring is its default message; callers catch families, never match strings.
 """
@@ -98,6 +99,12 @@ class StorageError(ComfyMultiError):
     """A file could not be stored or read."""
 
     error_type = "storage_error"
+
+
+class ComfyUIError(ComfyMultiError):
+    """ComfyUI did not answer or answered with an error."""
+
+    error_type = "comfyui_error"
 
 
 def error_body(exc: ComfyMultiError) -> dict[str, object]:

@@ -8,15 +8,18 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from urllib.parse import urlsplit
 
 import anyio
 from fastapi import Depends, Request
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
+from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 
 from comfymulti.db import transaction
 from comfymulti.errors import Forbidden, NotFound, Unauthorized
-from comfymulti.hub import workers
+from comfymulti.hub import sessions, workers
 from comfymulti.hub.auth import USER_TOKEN_PREFIX, token_hash, verify_password
 from comfymulti.hub.context import HubContext
 from comfymulti.models import ApiToken, Job, User, Worker, WorkerToken
@@ -34,10 +37,11 @@ def _active(user: User | None) -> User:
     return user
 
 
-async def current_user(request: Request, hub: HubContext = Depends(get_hub)) -> User:
-    """The user behind a Bearer API token or HTTP Basic credentials."""
-    auth = request.headers.get("authorization", "")
-    scheme, _, value = auth.partition(" ")
+async def authenticate(hub: HubContext, headers: Headers, cookies: dict[str, str],
+                       address: str) -> User:
+    """The user behind a Bearer API token, HTTP Basic credentials or a session cookie.
+    Shared by HTTP routes and WebSockets so both follow one rule."""
+    scheme, _, value = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.startswith(USER_TOKEN_PREFIX):
         with transaction(hub.factory) as s:
             user = s.scalar(select(User).join(ApiToken).where(
@@ -48,14 +52,51 @@ async def current_user(request: Request, hub: HubContext = Depends(get_hub)) -> 
             name, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthorized("malformed Basic credentials") from None
-        with transaction(hub.factory) as s:
-            user = s.scalar(select(User).where(User.name == name))
-        if user is None or not await anyio.to_thread.run_sync(
-            verify_password, user.password_hash, password
-        ):
-            raise Unauthorized("unknown user, wrong credentials, or account disabled")
-        return _active(user)
+        return await check_password(hub, name, password, address)
+    if cookie := cookies.get(sessions.COOKIE):
+        found = sessions.read(hub.secret, cookie)
+        if found is not None:
+            with transaction(hub.factory) as s:
+                user = s.scalar(select(User).where(User.name == found[0]))
+            if user is not None and sessions.valid_for(user, found[1]):
+                return _active(user)
+        raise Unauthorized("your session has ended; log in again")
     raise Unauthorized("log in, or send a Bearer API token or Basic credentials")
+
+
+async def check_password(hub: HubContext, name: str, password: str, address: str) -> User:
+    """Verify a password (argon2, off the event loop), with failed-login limiting."""
+    hub.login_limiter.check(address, name)
+    with transaction(hub.factory) as s:
+        user = s.scalar(select(User).where(User.name == name))
+    ok = user is not None and await anyio.to_thread.run_sync(
+        verify_password, user.password_hash, password)
+    if not ok or user is None or user.disabled:
+        hub.login_limiter.failed(address, name)
+        raise Unauthorized("unknown user, wrong credentials, or account disabled")
+    hub.login_limiter.succeeded(address, name)
+    return user
+
+
+def client_address(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "unknown"
+
+
+async def current_user(request: Request, hub: HubContext = Depends(get_hub)) -> User:
+    user = await authenticate(hub, request.headers, request.cookies, client_address(request))
+    if request.method not in ("GET", "HEAD", "OPTIONS") and sessions.COOKIE in request.cookies \
+            and "authorization" not in request.headers:
+        check_same_origin(request)
+    return user
+
+
+def check_same_origin(conn: HTTPConnection) -> None:
+    """Cookie-authenticated writes and sockets must come from our own pages (CSRF guard)."""
+    origin = conn.headers.get("origin")
+    if conn.headers.get("sec-fetch-site") == "cross-site":
+        raise Forbidden("cross-site request refused")
+    if origin and origin != "null" and urlsplit(origin).netloc != conn.headers.get("host"):
+        raise Forbidden("cross-origin request refused")
 
 
 def is_admin(user: User) -> bool:
@@ -72,6 +113,11 @@ def visible_jobs(user: User) -> Select[tuple[Job]]:
     """Jobs this user may see: their own; an admin sees all."""
     stmt = select(Job)
     return stmt if is_admin(user) else stmt.where(Job.user_id == user.id)
+
+
+def workspace_jobs(user: User) -> Select[tuple[Job]]:
+    """Jobs shown in a user's own workspace: only theirs, admins included."""
+    return select(Job).where(Job.user_id == user.id)
 
 
 def owned_job(s: Session, user: User, job_id: str) -> Job:

@@ -12,12 +12,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from comfymulti.config import Settings
+from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.errors import ComfyMultiError, error_body
 from comfymulti.hub import admin, health, jobs_api, worker_api, workers
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.events import EventBus
+from comfymulti.hub.ratelimit import RateLimiter
+from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, userdata, ws
+from comfymulti.hub.workspaces.ws import Sockets
 from comfymulti.metrics import Metrics
 from comfymulti.queue import store
 from comfymulti.queue.service import CatalogCache, JobQueue
@@ -35,7 +38,8 @@ def build_context(settings: Settings) -> HubContext:
     metrics = Metrics()
     queue = JobQueue(factory, settings.queue, settings.data_dir, bus, metrics, CatalogCache())
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
-                     metrics=metrics, queue=queue)
+                     metrics=metrics, queue=queue, secret=secret_key(settings),
+                     login_limiter=RateLimiter(max_failures=10, window=300.0))
 
     def jobs_by_state() -> dict[str, int]:
         with transaction(factory) as s:
@@ -66,8 +70,12 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="ComfyMulti hub", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.hub = hub
-    for router in (health.router, worker_api.router, jobs_api.router, admin.router):
+    app.state.sockets = Sockets()
+    for router in (health.router, worker_api.router, jobs_api.router, admin.router,
+                   frontend.router, env_api.router, run_api.router, ws.router,
+                   userdata.router, files_api.router):
         app.include_router(router)
+    frontend.add_static_fallback(app.router)  # last: every API route wins over static files
 
     @app.exception_handler(ComfyMultiError)
     async def _ours(_request: Request, exc: ComfyMultiError) -> JSONResponse:

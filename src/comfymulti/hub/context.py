@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from comfymulti.config import Settings
 from comfymulti.hub.events import EventBus
+from comfymulti.hub.ratelimit import RateLimiter
 from comfymulti.metrics import Metrics
 from comfymulti.queue.service import JobQueue
 
@@ -21,6 +22,8 @@ class HubContext:
     bus: EventBus
     metrics: Metrics
     queue: JobQueue
+    secret: str
+    login_limiter: RateLimiter
 
     @property
     def online_window(self) -> float:

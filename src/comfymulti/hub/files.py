@@ -5,9 +5,12 @@ Layout: DATA_DIR/users/<user>/{input,output,temp,userdata}/...
 
 from __future__ import annotations
 
+import errno
+import mimetypes
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path, PurePosixPath
 
 from comfymulti.errors import Forbidden, InvalidInput
@@ -78,6 +81,69 @@ def free_name(directory: Path, filename: str) -> str:
         if not (directory / name).exists():
             return name
         i += 1
+
+
+def staging_path(data_dir: Path, purpose: str) -> Path:
+    """A fresh path in DATA_DIR/tmp to write a file before `place` files it: readers never
+    see half a file, and a failed write leaves nothing in the user's folder."""
+    tmp_dir = data_dir / "tmp"
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    return tmp_dir / f"{purpose}-{uuid.uuid4().hex}"
+
+
+# File systems without hard links; `place` falls back to check-then-rename there.
+_NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK}
+
+
+def place(source: Path, target: Path, overwrite: bool) -> None:
+    """Move `source` to `target` in one step (rename, same file system).
+
+    Without `overwrite` an existing target is never replaced, not even by a writer racing
+    this one: the file is hard-linked to the new name, which fails if the name is taken,
+    and the old name is removed after. Raises FileExistsError then.
+    """
+    if overwrite:
+        os.replace(source, target)
+        return
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if os.path.lexists(target):
+            raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
+        os.replace(source, target)
+        return
+    os.unlink(source)
+
+
+# Types a browser may run or render as a document in our origin (stored XSS). Files of
+# these types are only ever sent as downloads.
+ACTIVE_TYPES = frozenset({
+    "text/html", "application/xhtml+xml", "text/javascript", "application/javascript",
+    "application/x-javascript", "application/ecmascript", "text/css", "image/svg+xml",
+    "application/xml", "text/xml", "message/rfc822",
+})
+_MEDIA_TYPES = {  # the same answer on every machine, whatever /etc/mime.types says
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
+    ".gif": "image/gif", ".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime",
+    ".wav": "audio/wav", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".ogg": "audio/ogg",
+    ".opus": "audio/ogg", ".json": "application/json", ".glb": "model/gltf-binary",
+}
+
+
+def media_type(name: str) -> str:
+    """The Content-Type for a file name; unknown types are plain bytes."""
+    suffix = PurePosixPath(name).suffix.lower()
+    return _MEDIA_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def is_active(content_type: str) -> bool:
+    """True if a browser could execute or render this type inline (any XML dialect too)."""
+    base = content_type.split(";", 1)[0].strip().lower()
+    return base in ACTIVE_TYPES or base.endswith(("+xml", "/xml"))
 
 
 def ensure_user_dirs(data_dir: Path, user: str) -> None:

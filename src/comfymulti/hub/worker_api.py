@@ -118,6 +118,7 @@ async def drain(worker: Worker = Depends(current_worker),
                 hub: HubContext = Depends(get_hub)) -> Response:
     with transaction(hub.factory) as s:
         s.merge(worker).draining = True
+    hub.queue.wake_workers()  # its pending lease long-poll answers "no work" now
     return Response(status_code=204)
 
 

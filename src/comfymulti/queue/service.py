@@ -71,6 +71,10 @@ class JobQueue:
         self._work.set()
         self._work = asyncio.Event()
 
+    def notify_user(self, user_id: int) -> None:
+        """Tell the user's sockets their queue changed (they answer with a `status`)."""
+        self.bus.publish(user_id, {"type": "queue_changed"})
+
     def worker_signal(self, worker_id: str) -> asyncio.Event:
         return self._worker_signals.setdefault(worker_id, asyncio.Event())
 
@@ -140,6 +144,7 @@ class JobQueue:
             )
         self.metrics.jobs_submitted.inc()
         self.wake_workers()
+        self.notify_user(user.id)
         return job
 
     def cancel(self, job: Job, reason: str) -> str:
@@ -150,6 +155,7 @@ class JobQueue:
             worker_id = current.worker_id
         if outcome == "requested":
             self.signal_worker(worker_id)
+        self.notify_user(job.user_id)
         return outcome
 
     def run_next(self, job: Job) -> None:
@@ -193,6 +199,7 @@ class JobQueue:
         self.metrics.dispatched.labels(policy=policy).inc()
         if job.attempts == 1:
             self.metrics.wait_seconds.observe(now - job.created_at)
+        self.notify_user(job.user_id)
         return job
 
     async def lease(self, worker_id: str, wait: float) -> Job | None:
@@ -203,10 +210,17 @@ class JobQueue:
             job = self._try_lease(worker_id)
             if job is not None or (remaining := deadline - time.monotonic()) <= 0:
                 return job
+            if self._draining(worker_id):  # answer a draining worker's long-poll at once
+                return None
             try:
                 await asyncio.wait_for(work.wait(), remaining)
             except TimeoutError:
                 return self._try_lease(worker_id)
+
+    def _draining(self, worker_id: str) -> bool:
+        with transaction(self.factory) as s:
+            worker = s.get(Worker, worker_id)
+            return worker is None or worker.draining
 
     def renew(self, worker_id: str, leases: dict[str, str]) -> tuple[list[str], list[str]]:
         """Extend this worker's leases: (jobs whose lease is lost, jobs to cancel)."""
@@ -250,6 +264,8 @@ class JobQueue:
                 fresh.append(ev)
             user_id, client_id = job.user_id, job.client_id
         for ev in fresh:
+            if ev["type"] == "executing" and ev["data"].get("node") is None:
+                continue  # sent by complete(), once the hub's history is final
             self.bus.publish(user_id, {"job_id": job_id, "client_id": client_id,
                                        "type": ev["type"], "data": ev["data"]})
         return job
@@ -267,6 +283,11 @@ class JobQueue:
         if job.started_at:
             self.metrics.run_seconds.observe(now - job.started_at)
         self.wake_workers()
+        self.notify_user(job.user_id)
+        # ComfyUI's last word for a prompt; the job's history is final by now.
+        self.bus.publish(job.user_id, {"job_id": job.id, "client_id": job.client_id,
+                                       "type": "executing",
+                                       "data": {"node": None, "prompt_id": job.id}})
         return job
 
     def _retry(self, job_id: str, lease_id: str, error: dict[str, Any] | None,
@@ -281,6 +302,7 @@ class JobQueue:
                 job = store.requeue(s, job_id, now=now, lease_id=lease_id,
                                     reason=(error or {}).get("message", "worker asked to retry"))
         self.wake_workers()
+        self.notify_user(job.user_id)
         return job
 
     def release(self, job_id: str, lease_id: str) -> Job:
@@ -291,6 +313,7 @@ class JobQueue:
             job = store.requeue(s, job_id, now=time.time(), lease_id=lease_id,
                                 reason="released by worker", count_attempt=False)
         self.wake_workers()
+        self.notify_user(job.user_id)
         return job
 
     def _drop_outputs(self, s: Session, job: Job) -> None:
@@ -306,6 +329,7 @@ class JobQueue:
         """Requeue (or fail, or cancel) every job whose lease expired. Returns how many."""
         now = time.time()
         changed = 0
+        touched: set[int] = set()
         with transaction(self.factory) as s:
             for job in store.expired(s, now):
                 self._drop_outputs(s, job)
@@ -322,9 +346,12 @@ class JobQueue:
                 else:
                     store.requeue(s, job.id, now=now, reason="lease expired")
                 changed += 1
+                touched.add(job.user_id)
         if changed:
             log.warning("%d expired lease(s) handled", changed, extra={"action": "reap"})
             self.wake_workers()
+            for user_id in touched:
+                self.notify_user(user_id)
         return changed
 
     def on_start(self) -> None:
@@ -397,13 +424,41 @@ class CatalogCache:
 
     def __init__(self) -> None:
         self._indexes: dict[str, CatalogIndex] = {}
+        self._raw: tuple[str, dict[str, Any]] | None = None
+        self._json: tuple[int, bytes] | None = None
 
     def index(self, s: Session, catalog_hash: str) -> CatalogIndex | None:
         if not catalog_hash:
             return None
         if catalog_hash not in self._indexes:
-            row = s.get(Catalog, catalog_hash)
-            if row is None:
+            catalog = self.catalog(s, catalog_hash)
+            if catalog is None:
                 return None
-            self._indexes[catalog_hash] = CatalogIndex.build(unpack(row.data))
+            self._indexes[catalog_hash] = CatalogIndex.build(catalog)
         return self._indexes[catalog_hash]
+
+    def catalog(self, s: Session, catalog_hash: str) -> dict[str, Any] | None:
+        """The whole catalog (the most recent one is kept parsed)."""
+        if self._raw is not None and self._raw[0] == catalog_hash:
+            return self._raw[1]
+        row = s.get(Catalog, catalog_hash)
+        if row is None:
+            return None
+        self._raw = (catalog_hash, unpack(row.data))
+        return self._raw[1]
+
+    def current(self, s: Session) -> dict[str, Any]:
+        """The catalog of the worker seen last: what participants build workflows against,
+        also while no worker is online (so they can prepare before the GPUs are up)."""
+        catalog_hash = s.scalar(select(Worker.catalog_hash).where(Worker.catalog_hash != "")
+                                .order_by(Worker.last_seen.desc()).limit(1))
+        found = self.catalog(s, catalog_hash) if catalog_hash else None
+        return found or {"object_info": {}, "models": {}}
+
+    def current_object_info_json(self, s: Session) -> bytes:
+        """object_info of `current()` as JSON bytes, serialised once per catalog (≈1.6 MB)."""
+        catalog = self.current(s)
+        key = id(catalog)
+        if self._json is None or self._json[0] != key:
+            self._json = (key, json.dumps(catalog["object_info"]).encode())
+        return self._json[1]

@@ -1,0 +1,144 @@
+"""The ComfyUI routes the frontend reads at start-up: features, users, system stats,
+extensions, the node catalog, model lists, and the empty-but-valid extras."""
+
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from comfymulti import __version__
+from comfymulti.db import transaction
+from comfymulti.errors import NotFound
+from comfymulti.hub.access import get_hub, workspace_owner
+from comfymulti.hub.context import HubContext
+from comfymulti.models import Worker
+
+router = APIRouter(prefix="/u/{user}", dependencies=[Depends(workspace_owner)],
+                   tags=["workspace"])
+
+EXTENSIONS = ["/extensions/comfymulti/queue_eta.js"]
+
+
+def features(hub: HubContext) -> dict[str, Any]:
+    """What this server supports (also the answer to the socket's feature_flags)."""
+    return {"supports_preview_metadata": True, "supports_model_type_tags": True,
+            "max_upload_size": hub.settings.files.max_upload_bytes,
+            "node_replacements": True, "assets": False}
+
+
+@router.get("/api/features")
+async def get_features(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    return features(hub)
+
+
+@router.get("/api/users")
+async def get_users() -> dict[str, Any]:
+    # Single-user shape: the hub already knows who this is; no user picker in the UI.
+    return {"storage": "server", "migrated": True}
+
+
+@router.get("/api/system_stats")
+async def system_stats(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    """The hub as the 'system', every online worker's GPU as a device."""
+    since = time.time() - hub.online_window
+    with transaction(hub.factory) as s:
+        workers = s.scalars(select(Worker).where(Worker.last_seen >= since)
+                            .order_by(Worker.name)).all()
+    version = next((w.comfyui_version for w in workers if w.comfyui_version), "")
+    return {
+        "system": {"os": platform.system().lower(), "ram_total": 0, "ram_free": 0,
+                   "comfyui_version": version, "comfymulti_version": __version__,
+                   "required_frontend_version": "", "python_version": platform.python_version(),
+                   "pytorch_version": "", "embedded_python": False,
+                   "deploy_environment": "comfymulti", "argv": []},
+        "devices": [{"name": f"{w.name}: {w.gpu}", "type": "cuda", "index": i,
+                     "vram_total": w.vram_total, "vram_free": 0, "torch_vram_total": 0,
+                     "torch_vram_free": 0} for i, w in enumerate(workers)],
+    }
+
+
+@router.get("/api/extensions")
+async def extensions() -> list[str]:
+    return EXTENSIONS
+
+
+@router.get("/api/object_info")
+async def object_info(hub: HubContext = Depends(get_hub)) -> Response:
+    with transaction(hub.factory) as s:
+        body = hub.queue.catalogs.current_object_info_json(s)
+    return Response(body, media_type="application/json")
+
+
+@router.get("/api/object_info/{class_type}")
+async def object_info_one(class_type: str, hub: HubContext = Depends(get_hub)
+                          ) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        info = hub.queue.catalogs.current(s)["object_info"]
+    return {class_type: info[class_type]} if class_type in info else {}
+
+
+def _models(hub: HubContext) -> dict[str, list[str]]:
+    with transaction(hub.factory) as s:
+        models = hub.queue.catalogs.current(s).get("models", {})
+    return models if isinstance(models, dict) else {}
+
+
+@router.get("/api/experiment/models")
+async def model_folders(hub: HubContext = Depends(get_hub)) -> list[dict[str, Any]]:
+    return [{"name": folder, "folders": [f"/models/{folder}"]} for folder in _models(hub)]
+
+
+@router.get("/api/experiment/models/{folder}")
+async def model_files(folder: str, hub: HubContext = Depends(get_hub)) -> list[dict[str, Any]]:
+    models = _models(hub)
+    if folder not in models:
+        raise NotFound(f"no model folder {folder!r}")
+    return [{"name": name, "pathIndex": 0} for name in models[folder]]
+
+
+@router.get("/api/models")
+async def legacy_model_folders(hub: HubContext = Depends(get_hub)) -> list[str]:
+    return sorted(_models(hub))
+
+
+@router.get("/api/models/{folder}")
+async def legacy_model_files(folder: str, hub: HubContext = Depends(get_hub)) -> list[str]:
+    models = _models(hub)
+    if folder not in models:
+        raise NotFound(f"no model folder {folder!r}")
+    return list(models[folder])
+
+
+@router.get("/internal/folder_paths")
+async def folder_paths(hub: HubContext = Depends(get_hub)) -> dict[str, list[str]]:
+    return {folder: [f"/models/{folder}"] for folder in _models(hub)}
+
+
+@router.get("/api/i18n")
+@router.get("/api/global_subgraphs")
+@router.get("/api/node_replacements")
+@router.get("/api/workflow_templates")
+async def empty_map() -> dict[str, Any]:
+    """Nothing from custom nodes: the workers run core ComfyUI nodes only."""
+    return {}
+
+
+@router.get("/api/global_subgraphs/{subgraph_id}")
+async def no_subgraph(subgraph_id: str) -> dict[str, Any]:
+    raise NotFound(f"no global subgraph {subgraph_id!r}")
+
+
+@router.get("/api/embeddings")
+async def embeddings() -> list[str]:
+    return []
+
+
+@router.post("/api/free")
+async def free() -> Response:
+    """Memory on the GPU machines is the workers' business; accepted and ignored."""
+    return Response(status_code=200)

@@ -1,0 +1,168 @@
+"""Login, logout, and the official ComfyUI frontend (PyPI comfyui-frontend-package, unmodified)
+served under /u/<user>/ for its owner."""
+
+from __future__ import annotations
+
+import html
+import mimetypes
+from pathlib import Path
+from urllib.parse import quote
+
+import comfyui_frontend_package
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+
+from comfymulti.errors import NotFound, Unauthorized
+from comfymulti.hub import sessions
+from comfymulti.hub.access import (
+    authenticate,
+    check_password,
+    client_address,
+    get_hub,
+    workspace_owner,
+)
+from comfymulti.hub.context import HubContext
+from comfymulti.hub.files import USER_NAME
+from comfymulti.hub.ratelimit import TooManyAttempts
+from comfymulti.models import User
+
+STATIC = Path(comfyui_frontend_package.__file__).with_name("static")
+OWN_STATIC = Path(__file__).resolve().parents[1] / "static"
+# Top-level names that are ours; any other /<name>/ is a predecessor-style workspace URL.
+RESERVED = {"u", "api", "admin", "worker", "health", "metrics", "login", "logout", "assets",
+            "static", "favicon.ico"}
+
+router = APIRouter(tags=["workspace"])
+
+_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ComfyMulti - log in</title><style>
+body {{ font-family: system-ui, sans-serif; background: #202020; color: #eee; display: grid;
+  place-items: center; min-height: 100vh; margin: 0; }}
+form {{ background: #2b2b2b; padding: 2rem; border-radius: 10px; width: 18rem; }}
+h1 {{ font-size: 1.3rem; margin: 0 0 1rem; }} label {{ display: block; margin: .6rem 0 .2rem; }}
+input {{ width: 100%; box-sizing: border-box; padding: .5rem; border-radius: 5px;
+  border: 1px solid #555; background: #1a1a1a; color: #eee; font-size: 1rem; }}
+button {{ margin-top: 1.2rem; width: 100%; padding: .6rem; border: 0; border-radius: 5px;
+  background: #3b82f6; color: white; font-size: 1rem; cursor: pointer; }}
+.error {{ color: #f87171; margin: .5rem 0 0; }}
+</style></head><body><form method="post" action="{action}">
+<h1>ComfyMulti</h1>
+<label for="username">User</label>
+<input id="username" name="username" autocomplete="username" required autofocus value="{name}">
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<input type="hidden" name="next" value="{next}">
+<button type="submit">Log in</button>{error}
+</form></body></html>"""
+
+
+def _login_page(error: str = "", name: str = "", next_url: str = "", status: int = 200
+                ) -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(
+        action="login", name=html.escape(name), next=html.escape(next_url),
+        error=f'<p class="error" role="alert">{html.escape(error)}</p>' if error else ""),
+        status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _safe_next(next_url: str, user: str) -> str:
+    """Only a path inside the user's own workspace; never an outside URL."""
+    if next_url.startswith(f"/u/{user}/") and "//" not in next_url and "\\" not in next_url:
+        return next_url
+    return f"/u/{user}/"
+
+
+async def _session_user(request: Request, hub: HubContext) -> User | None:
+    try:
+        return await authenticate(hub, request.headers, request.cookies,
+                                  client_address(request))
+    except Unauthorized:
+        return None
+
+
+@router.get("/", include_in_schema=False)
+async def index(request: Request, next: str = "", hub: HubContext = Depends(get_hub)
+                ) -> Response:
+    user = await _session_user(request, hub)
+    if user is not None:
+        return RedirectResponse(_safe_next(next, user.name), status_code=303)
+    return _login_page(next_url=next)
+
+
+@router.post("/login", include_in_schema=False)
+async def login(request: Request, username: str = Form(""), password: str = Form(""),
+                next: str = Form(""), hub: HubContext = Depends(get_hub)) -> Response:
+    try:
+        user = await check_password(hub, username.strip(), password, client_address(request))
+    except TooManyAttempts as exc:
+        return _login_page(exc.message, username, next, status=429)
+    except Unauthorized:
+        return _login_page("Wrong user name or password.", username, next, status=401)
+    response = RedirectResponse(_safe_next(next, user.name), status_code=303)
+    response.set_cookie(
+        sessions.COOKIE, sessions.issue(hub.secret, user), max_age=sessions.MAX_AGE,
+        httponly=True, samesite="lax", secure=hub.settings.public_url.startswith("https:"),
+        path="/")
+    return response
+
+
+@router.api_route("/logout", methods=["GET", "POST"], include_in_schema=False)
+async def logout() -> Response:
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(sessions.COOKIE, path="/")
+    return response
+
+
+def _static_file(root: Path, rel: str) -> FileResponse:
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root.resolve()) or not target.is_file():
+        raise NotFound("no such file")
+    headers = {"Cache-Control": "public, max-age=31536000, immutable"} \
+        if rel.startswith("assets/") else {"Cache-Control": "no-cache"}
+    media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    return FileResponse(target, media_type=media_type, headers=headers)
+
+
+# The frontend builds a few URLs from the site root; serve them so nothing 404s.
+@router.get("/assets/favicon.ico", include_in_schema=False)
+@router.get("/assets/images/{rest:path}", include_in_schema=False)
+async def root_icons(request: Request) -> FileResponse:
+    return _static_file(STATIC, request.url.path.lstrip("/"))
+
+
+@router.get("/u/{user}", include_in_schema=False)
+async def workspace_slash(user: str) -> Response:
+    return RedirectResponse(f"/u/{quote(user)}/", status_code=307)
+
+
+@router.get("/u/{user}/", include_in_schema=False)
+async def workspace(request: Request, user: str, hub: HubContext = Depends(get_hub)
+                    ) -> Response:
+    me = await _session_user(request, hub)
+    if me is None:
+        return RedirectResponse(f"/?next={quote(f'/u/{user}/')}", status_code=303)
+    await workspace_owner(user, me)
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/u/{user}/extensions/comfymulti/{name}", include_in_schema=False)
+async def own_extension(name: str, _me: User = Depends(workspace_owner)) -> FileResponse:
+    return _static_file(OWN_STATIC, name)
+
+
+def add_static_fallback(app_router: APIRouter) -> None:
+    """The frontend's own files: registered last so every API route wins over them."""
+
+    @app_router.get("/u/{user}/{path:path}", include_in_schema=False)
+    async def frontend_file(user: str, path: str) -> FileResponse:
+        if not USER_NAME.match(user):
+            raise NotFound("no such workspace")
+        return _static_file(STATIC, path)
+
+    @app_router.get("/{name}", include_in_schema=False)
+    @app_router.get("/{name}/", include_in_schema=False)
+    async def predecessor_url(name: str) -> Response:
+        """/user001/ (the predecessor's URL) → /u/user001/."""
+        if name in RESERVED or not USER_NAME.match(name):
+            raise NotFound("no such page")
+        return RedirectResponse(f"/u/{name}/", status_code=308)

@@ -1,0 +1,301 @@
+"""The ComfyUI routes for running things: prompt, queue, interrupt, history and jobs, all
+answered from the central queue and scoped to the workspace's owner."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import func, select
+
+from comfymulti.db import transaction
+from comfymulti.errors import ComfyMultiError, InvalidInput
+from comfymulti.hub import workers
+from comfymulti.hub.access import get_hub, workspace_jobs, workspace_owner
+from comfymulti.hub.context import HubContext
+from comfymulti.hub.files import resolve
+from comfymulti.hub.requests import read_json
+from comfymulti.hub.validate import validate
+from comfymulti.hub.workspaces.comfy_jobs import (
+    STATES_FOR,
+    history_entry,
+    job_object,
+    queue_item,
+    status_object,
+)
+from comfymulti.models import Job, JobEvent, User
+from comfymulti.queue.eta import Estimator, queue_etas
+from comfymulti.queue.jobs import HELD, TERMINAL, JobState
+
+router = APIRouter(prefix="/u/{user}", tags=["workspace"])
+
+# Partner-node credentials are never stored on the hub.
+_SECRET_EXTRA = ("auth_token_comfy_org", "api_key_comfy_org")
+
+
+def _comfy_error(exc: ComfyMultiError) -> JSONResponse:
+    return JSONResponse({"error": {"type": exc.error_type, "message": exc.message,
+                                   "details": "", "extra_info": {}}, "node_errors": {}},
+                        status_code=exc.status_code)
+
+
+def _output_nodes(hub: HubContext, prompt: dict[str, Any]) -> list[str]:
+    with transaction(hub.factory) as s:
+        info = hub.queue.catalogs.current(s)["object_info"]
+    return [n for n, node in prompt.items()
+            if info.get(node.get("class_type"), {}).get("output_node")]
+
+
+@router.post("/api/prompt")
+async def post_prompt(request: Request, me: User = Depends(workspace_owner),
+                      hub: HubContext = Depends(get_hub)) -> Response:
+    try:
+        body = await read_json(request, hub.settings.queue.max_prompt_bytes)
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), dict):
+            return JSONResponse({"error": {"type": "no_prompt", "message": "No prompt provided",
+                                           "details": "No prompt provided", "extra_info": {}},
+                                 "node_errors": {}}, status_code=400)
+        prompt = body["prompt"]
+        with transaction(hub.factory) as s:
+            object_info = hub.queue.catalogs.current(s)["object_info"]
+        node_errors: dict[str, Any] = {}
+        if object_info:
+            verdict = validate(prompt, object_info, lambda name: _has_input(hub, me, name))
+            if verdict.error is not None:
+                return JSONResponse({"error": verdict.error, "node_errors": verdict.node_errors},
+                                    status_code=400)
+            node_errors = verdict.node_errors
+        extra = body.get("extra_data") or {}
+        if not isinstance(extra, dict):
+            raise InvalidInput("extra_data must be an object")
+        extra = {k: v for k, v in extra.items() if k not in _SECRET_EXTRA}
+        client_id = body.get("client_id") or ""
+        if not isinstance(client_id, str):
+            raise InvalidInput("client_id must be a string")
+        job = hub.queue.submit(me, prompt, extra_data=extra, client_id=client_id,
+                               job_id=body.get("prompt_id"))
+    except ComfyMultiError as exc:
+        return _comfy_error(exc)
+    return JSONResponse({"prompt_id": job.id, "number": job.seq, "node_errors": node_errors})
+
+
+def _has_input(hub: HubContext, me: User, name: str) -> bool:
+    name = name.removesuffix(" [input]")
+    try:
+        return resolve(hub.settings.data_dir, me.name, "input", "", name).is_file()
+    except ComfyMultiError:
+        return False
+
+
+def _remaining(hub: HubContext, me: User) -> int:
+    states = [str(s) for s in (JobState.QUEUED, *HELD)]
+    with transaction(hub.factory) as s:
+        return s.scalar(select(func.count()).select_from(
+            workspace_jobs(me).where(Job.state.in_(states)).subquery())) or 0
+
+
+def queue_remaining(hub: HubContext, me: User) -> int:
+    """This user's jobs not finished yet (what the UI shows as 'queue size')."""
+    return _remaining(hub, me)
+
+
+@router.get("/api/prompt")
+async def get_prompt(me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
+                     ) -> dict[str, Any]:
+    return {"exec_info": {"queue_remaining": queue_remaining(hub, me)}}
+
+
+@router.get("/api/queue")
+async def get_queue(me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
+                    ) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        jobs = s.scalars(workspace_jobs(me).where(
+            Job.state.in_([str(x) for x in (JobState.QUEUED, *HELD)])).order_by(Job.seq)).all()
+    running = [j for j in jobs if j.state == JobState.RUNNING]
+    pending = [j for j in jobs if j.state != JobState.RUNNING]
+    return {"queue_running": [queue_item(j, _output_nodes(hub, json.loads(j.prompt)))
+                              for j in running],
+            "queue_pending": [queue_item(j, _output_nodes(hub, json.loads(j.prompt)))
+                              for j in pending]}
+
+
+@router.post("/api/queue")
+async def post_queue(request: Request, me: User = Depends(workspace_owner),
+                     hub: HubContext = Depends(get_hub)) -> Response:
+    body = await read_json(request, 1024 * 1024)
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be an object")
+    with transaction(hub.factory) as s:
+        stmt = workspace_jobs(me).where(Job.state.in_([str(x) for x in
+                                                       (JobState.QUEUED, JobState.LEASED)]))
+        if body.get("clear"):
+            targets = list(s.scalars(stmt))
+        else:
+            ids = body.get("delete") or []
+            if not isinstance(ids, list):
+                raise InvalidInput("delete must be a list of prompt ids")
+            targets = list(s.scalars(stmt.where(Job.id.in_([str(i) for i in ids]))))
+    for job in targets:
+        hub.queue.cancel(job, reason=f"removed from queue by {me.name}")
+    return Response(status_code=200)
+
+
+@router.post("/api/interrupt")
+async def interrupt(request: Request, me: User = Depends(workspace_owner),
+                    hub: HubContext = Depends(get_hub)) -> Response:
+    """With a prompt_id: stop that job if it runs; without: stop this user's running jobs.
+    Never anyone else's."""
+    raw = await request.body()
+    body = json.loads(raw) if raw.strip() else {}
+    prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
+    with transaction(hub.factory) as s:
+        stmt = workspace_jobs(me).where(Job.state == str(JobState.RUNNING))
+        if prompt_id:
+            stmt = stmt.where(Job.id == str(prompt_id))
+        targets = list(s.scalars(stmt))
+    for job in targets:
+        hub.queue.cancel(job, reason=f"interrupted by {me.name}")
+    return Response(status_code=200)
+
+
+def _events(s: Any, job_ids: list[str]) -> dict[str, list[JobEvent]]:
+    grouped: dict[str, list[JobEvent]] = {}
+    if job_ids:
+        for ev in s.scalars(select(JobEvent).where(JobEvent.job_id.in_(job_ids))
+                            .order_by(JobEvent.id)):
+            grouped.setdefault(ev.job_id, []).append(ev)
+    return grouped
+
+
+@router.get("/api/history")
+async def get_history(max_items: int | None = Query(None, ge=0), offset: int = Query(0, ge=0),
+                      me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
+                      ) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        stmt = workspace_jobs(me).where(Job.state.in_([str(t) for t in TERMINAL]))
+        if max_items is not None and offset == 0:
+            jobs = list(reversed(s.scalars(stmt.order_by(Job.seq.desc()).limit(max_items)).all()))
+        else:
+            stmt = stmt.order_by(Job.seq).offset(offset)
+            jobs = list(s.scalars(stmt.limit(max_items) if max_items is not None else stmt))
+        events = _events(s, [j.id for j in jobs])
+    return {j.id: history_entry(j, events.get(j.id, []), _output_nodes(hub, json.loads(j.prompt)))
+            for j in jobs}
+
+
+@router.get("/api/history/{prompt_id}")
+async def get_history_one(prompt_id: str, me: User = Depends(workspace_owner),
+                          hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        job = s.scalar(workspace_jobs(me).where(Job.id == prompt_id))
+        if job is None or job.state not in TERMINAL:
+            return {}
+        events = _events(s, [job.id])
+    return {job.id: history_entry(job, events.get(job.id, []),
+                                  _output_nodes(hub, json.loads(job.prompt)))}
+
+
+@router.post("/api/history")
+async def post_history(request: Request, me: User = Depends(workspace_owner),
+                       hub: HubContext = Depends(get_hub)) -> Response:
+    """Delete finished entries from this user's history (their files stay)."""
+    body = await read_json(request, 1024 * 1024)
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be an object")
+    with transaction(hub.factory) as s:
+        stmt = workspace_jobs(me).where(Job.state.in_([str(t) for t in TERMINAL]))
+        if not body.get("clear"):
+            stmt = stmt.where(Job.id.in_([str(i) for i in body.get("delete") or []]))
+        for job in s.scalars(stmt).all():
+            s.query(JobEvent).filter(JobEvent.job_id == job.id).delete()
+            s.delete(job)
+    return Response(status_code=200)
+
+
+def _etas(hub: HubContext, me: User) -> dict[str, tuple[int, float]]:
+    order = hub.queue.order()
+    with transaction(hub.factory) as s:
+        estimator = Estimator(s)
+        online = workers.online_count(s, hub.online_window)
+        now = time.time()
+        busy = sum(max(0.0, estimator.seconds(j.requirements) - (now - (j.started_at or now)))
+                   for j in s.scalars(select(Job).where(Job.state.in_([str(x) for x in HELD]))))
+    etas = queue_etas(order, estimator, online, busy)
+    mine = {c.job_id for c in order if c.user_id == me.id}
+    return {job_id: value for job_id, value in etas.items() if job_id in mine}
+
+
+@router.get("/api/jobs")
+async def list_jobs(status: str | None = None, limit: int | None = Query(None),
+                    offset: int = Query(0), sort_by: str = "created_at",
+                    sort_order: str = "desc", workflow_id: str | None = None,
+                    me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
+                    ) -> Response:
+    wanted = status.split(",") if status else list(STATES_FOR)
+    if not set(wanted) <= set(STATES_FOR):
+        return JSONResponse({"error": f"invalid status: {status}"}, status_code=400)
+    if sort_by not in ("created_at", "execution_duration") or sort_order not in ("asc", "desc"):
+        return JSONResponse({"error": "invalid sort"}, status_code=400)
+    if (limit is not None and limit < 1) or offset < 0:
+        return JSONResponse({"error": "invalid limit or offset"}, status_code=400)
+    states = [str(st) for w in wanted for st in STATES_FOR[w]]
+    with transaction(hub.factory) as s:
+        jobs = list(s.scalars(workspace_jobs(me).where(Job.state.in_(states))))
+    if workflow_id:
+        jobs = [j for j in jobs if json.loads(j.extra_data).get("extra_pnginfo", {})
+                .get("workflow", {}).get("id") == workflow_id]
+    if sort_by == "execution_duration":
+        jobs.sort(key=lambda j: (j.finished_at or 0) - (j.started_at or j.finished_at or 0))
+    else:
+        jobs.sort(key=lambda j: j.seq)
+    if sort_order == "desc":
+        jobs.reverse()
+    total = len(jobs)
+    page = jobs[offset:offset + limit] if limit is not None else jobs[offset:]
+    etas = _etas(hub, me) if any(j.state == JobState.QUEUED for j in page) else {}
+    body = {"jobs": [job_object(j, *etas.get(j.id, (None, None))) for j in page],
+            "pagination": {"offset": offset, "limit": limit if limit is not None else total,
+                           "total": total, "has_more": offset + len(page) < total}}
+    return JSONResponse(body)
+
+
+@router.get("/api/jobs/{job_id}")
+async def get_job(job_id: str, me: User = Depends(workspace_owner),
+                  hub: HubContext = Depends(get_hub)) -> Response:
+    with transaction(hub.factory) as s:
+        job = s.scalar(workspace_jobs(me).where(Job.id == job_id))
+        if job is None:
+            return JSONResponse({"error": "Job not found"}, status_code=404)
+        events = _events(s, [job.id]).get(job.id, [])
+    etas = _etas(hub, me) if job.state == JobState.QUEUED else {}
+    obj = job_object(job, *etas.get(job.id, (None, None)))
+    obj["outputs"] = json.loads(job.outputs)
+    obj["execution_status"] = status_object(job, events)
+    obj["workflow"] = {"prompt": json.loads(job.prompt), "extra_data": json.loads(job.extra_data)}
+    return JSONResponse(obj)
+
+
+@router.post("/api/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, me: User = Depends(workspace_owner),
+                     hub: HubContext = Depends(get_hub)) -> dict[str, bool]:
+    with transaction(hub.factory) as s:
+        job = s.scalar(workspace_jobs(me).where(Job.id == job_id))
+    if job is None:
+        return {"cancelled": False}
+    return {"cancelled": hub.queue.cancel(job, reason=f"cancelled by {me.name}") != "final"}
+
+
+@router.post("/api/jobs/cancel")
+async def cancel_jobs(request: Request, me: User = Depends(workspace_owner),
+                      hub: HubContext = Depends(get_hub)) -> Response:
+    body = await read_json(request, 1024 * 1024)
+    ids = body.get("job_ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list):
+        return JSONResponse({"error": "job_ids must be a list"}, status_code=400)
+    with transaction(hub.factory) as s:
+        jobs = list(s.scalars(workspace_jobs(me).where(Job.id.in_([str(i) for i in ids]))))
+    outcomes = [hub.queue.cancel(j, reason=f"cancelled by {me.name}") for j in jobs]
+    return JSONResponse({"cancelled": any(o != "final" for o in outcomes)})
