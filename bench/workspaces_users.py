@@ -1,0 +1,154 @@
+"""N participants with the UI open against one hub: hub RSS and CPU, next to N real ComfyUIs.
+
+Each simulated participant does what the official frontend does while someone works: loads
+the start-up routes once (object_info is ≈1.6 MB with the real catalog), keeps the socket open,
+asks /api/jobs twice every few seconds, and queues a prompt now and then.
+
+    python bench/workspaces_users.py [--users 20] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common
+import httpx
+import websockets
+
+from comfymulti.hub.catalog import catalog_hash
+from comfymulti.worker.hub_client import HubClient
+from tests.conftest import SHARED, free_port
+
+COMFYUI_IDLE_MIB = 950  # one real ComfyUI 0.33.0 on CPU, idle (reference measurement)
+STARTUP = ["api/features", "api/users", "api/system_stats", "api/settings",
+           "api/userdata?dir=workflows&recurse=true&split=false&full_info=true", "api/i18n",
+           "api/extensions", "api/object_info", "api/global_subgraphs",
+           "api/node_replacements", "internal/folder_paths", "api/experiment/models"]
+PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64,
+                                                        "batch_size": 1, "color": 0}},
+          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0],
+                                                       "filename_prefix": "bench"}}}
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(RSS MiB, CPU seconds used so far)."""
+    rss = next(int(line.split()[1]) / 1024
+               for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("VmRSS:"))
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss, cpu
+
+
+async def participant(url: str, name: str, password: str, until: float) -> int:
+    requests = 0
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        await c.post("/login", data={"username": name, "password": password})
+        cookie = c.cookies.get("comfymulti_session")
+        base = f"/u/{name}/"
+        for path in STARTUP:
+            await c.get(base + path)
+            requests += 1
+        ws_url = url.replace("http", "ws") + base + "ws"
+        async with websockets.connect(ws_url, additional_headers={
+                "Cookie": f"comfymulti_session={cookie}"}) as ws:
+            await ws.send(json.dumps({"type": "feature_flags", "data": {}}))
+            while time.monotonic() < until:
+                await asyncio.sleep(random.uniform(2, 5))
+                await c.get(base + "api/jobs?status=in_progress,pending&limit=200&offset=0")
+                await c.get(base + "api/jobs?status=completed,failed,cancelled&limit=64")
+                requests += 2
+                if random.random() < 0.1:
+                    await c.post(base + "api/prompt", json={"prompt": PROMPT,
+                                                           "client_id": "bench"})
+                    requests += 1
+                while True:  # drain socket messages like the UI does
+                    try:
+                        await asyncio.wait_for(ws.recv(), 0.001)
+                    except TimeoutError:
+                        break
+    return requests
+
+
+async def run(url: str, passwords: dict[str, str], seconds: float) -> int:
+    until = time.monotonic() + seconds
+    counts = await asyncio.gather(*(participant(url, n, p, until)
+                                    for n, p in passwords.items()))
+    return sum(counts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        cfg = Path(tmp) / "comfymulti.toml"
+        cfg.write_text(f'data_dir = "data"\n[hub]\nport = {port}\n')
+        base = [sys.executable, "-m", "comfymulti", "--config", str(cfg)]
+        passwords = {}
+        for i in range(1, args.users + 1):
+            name = f"user{i:03d}"
+            pw = f"pw-{name}-bench"
+            subprocess.run([*base, "users", "add", name, "--password", pw], check=True,
+                           capture_output=True)
+            passwords[name] = pw
+        token = subprocess.run([*base, "workers", "token"], check=True, capture_output=True,
+                               text=True).stdout.strip()
+        hub = subprocess.Popen([*base, "serve"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(200):
+                try:
+                    httpx.get(url + "/health")
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            info = json.loads(gzip.decompress(
+                (SHARED / "data/comfyui/object_info-0.33.0.json.gz").read_bytes()))
+            catalog = {"object_info": info, "models": {}}
+
+            async def register() -> None:
+                client = HubClient(url, token)
+                await client.register("bench-gpu", catalog)
+                await client.aclose()
+
+            asyncio.run(register())
+            assert catalog_hash(catalog)
+            time.sleep(1)
+            idle_rss, cpu0 = proc_stats(hub.pid)
+            t0 = time.monotonic()
+            requests = asyncio.run(run(url, passwords, args.seconds))
+            wall = time.monotonic() - t0
+            rss, cpu1 = proc_stats(hub.pid)
+        finally:
+            hub.terminate()
+            hub.wait(10)
+    cpu_pct = (cpu1 - cpu0) / wall * 100
+    baseline = args.users * COMFYUI_IDLE_MIB
+    rows = [
+        [f"ComfyMulti hub, {args.users} users busy", f"{rss:.0f}", f"{cpu_pct:.1f}",
+         f"{rss / baseline:.3f}"],
+        ["ComfyMulti hub, idle (catalog loaded)", f"{idle_rss:.0f}", "-",
+         f"{idle_rss / baseline:.3f}"],
+        [f"baseline: {args.users} x ComfyUI (950 MiB each)", str(baseline), "-", "1.000"],
+    ]
+    print(_common.table(["setup", "RSS MiB", "hub CPU %", "RSS ratio"], rows))
+    print(f"\n{requests} HTTP requests + {args.users} sockets in {wall:.0f} s "
+          f"({requests / wall:.1f} req/s); CPU % is of one core")
+
+
+if __name__ == "__main__":
+    main()
