@@ -112,8 +112,8 @@ def test_path_traversal_in_worker_file_names(hub, name: str) -> None:
     reg = client.post("/worker/v1/register", json={"name": "w", "catalog_hash": "x"},
                       headers=auth).json()
     headers = {**auth, "X-Worker-Id": reg["worker_id"]}
-    from tests.conftest import tiny_catalog
     from comfymulti.hub.catalog import catalog_hash, pack
+    from tests.conftest import tiny_catalog
 
     cat = tiny_catalog()
     digest = catalog_hash(cat)

@@ -139,7 +139,7 @@ def test_prompt_jobs_queue_history_shapes(ws_hub) -> None:
     detail = client.get(f"/u/user002/api/jobs/{pid}").json()
     assert "auth_token_comfy_org" not in detail["workflow"]["extra_data"]
     queue = client.get("/u/user002/api/queue").json()
-    assert [item[1] for item in queue["queue_pending"]][0] == pid
+    assert queue["queue_pending"][0][1] == pid
     assert queue["queue_pending"][0][4] == ["2"]
     assert client.get("/u/user002/api/prompt").json() == {"exec_info": {"queue_remaining": 2}}
     assert client.post("/u/user002/api/queue", json={"delete": [pid]}).status_code == 200
