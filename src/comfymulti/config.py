@@ -68,6 +68,9 @@ class FilesSettings(_Section):
     max_upload_bytes: int = Field(
         200 * 1024 * 1024, ge=1024, description="Largest accepted input upload."
     )
+    templates_dir: str = Field(
+        "", description="Workshop workflows every participant sees (empty: DATA_DIR/templates)."
+    )
     max_output_bytes: int = Field(
         8 * 1024**3, ge=1024, description="Largest output file a worker may deliver."
     )
@@ -120,6 +123,12 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.store.database_url or f"sqlite:///{self.data_dir / 'comfymulti.db'}"
+
+    @property
+    def templates_dir(self) -> Path:
+        """Relative paths are taken from the data folder."""
+        folder = self.files.templates_dir
+        return self.data_dir / (folder or "templates")
 
     @property
     def public_url(self) -> str:

@@ -153,3 +153,9 @@ async def workspace_owner(user: str, me: User = Depends(current_user)) -> User:
     if me.name != user:
         raise NotFound("no such workspace")
     return me
+
+
+async def require_instructor(user: User = Depends(current_user)) -> User:
+    if user.role not in (Role.INSTRUCTOR, Role.ADMIN):
+        raise Forbidden("instructors and admins only")
+    return user

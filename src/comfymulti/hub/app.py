@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.errors import ComfyMultiError, error_body
-from comfymulti.hub import admin, health, jobs_api, worker_api, workers
+from comfymulti.hub import admin, health, jobs_api, templates_api, worker_api, workers
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.events import EventBus
 from comfymulti.hub.ratelimit import RateLimiter
@@ -72,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.hub = hub
     app.state.sockets = Sockets()
     for router in (health.router, worker_api.router, jobs_api.router, admin.router,
+                   templates_api.router,
                    frontend.router, env_api.router, run_api.router, ws.router,
                    userdata.router, files_api.router):
         app.include_router(router)
