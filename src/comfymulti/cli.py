@@ -15,19 +15,24 @@ from comfymulti import __version__
 from comfymulti.config import Settings, find_config, load_settings, write_config
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.errors import ComfyMultiError
+from comfymulti.hub import templates
 from comfymulti.hub import users as user_service
 from comfymulti.hub import workers as worker_service
 from comfymulti.queue import store
 from comfymulti.queue.jobs import Role
+from comfymulti.worker.command import worker
 
 app = typer.Typer(help="ComfyMulti: multi-user ComfyUI for workshops.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 users_app = typer.Typer(help="Participant, instructor and admin accounts.", no_args_is_help=True)
 workers_app = typer.Typer(help="GPU worker credentials and status.", no_args_is_help=True)
 queue_app = typer.Typer(help="The job queue.", no_args_is_help=True)
+templates_app = typer.Typer(help="Workshop workflows every participant sees.",
+                            no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(workers_app, name="workers")
 app.add_typer(queue_app, name="queue")
+app.add_typer(templates_app, name="templates")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -273,6 +278,36 @@ def queue_policy(
             store.set_state(s, "policy", policy)
         current = store.get_state(s, "policy") or settings().queue.policy
     out.print(current)
+
+
+# --- templates -------------------------------------------------------------------------------
+
+@templates_app.command("publish")
+def templates_publish(
+    file: Annotated[Path, typer.Argument(help="A workflow saved from ComfyUI (.json).")],
+    name: Annotated[str | None, typer.Option(help="Name shown to participants.")] = None,
+) -> None:
+    """Publish a workflow to every participant (Workflows/Workshop), replacing one of the
+    same name."""
+    path = templates.publish(settings(), name or file.name, file.read_bytes())
+    out.print(f"published {path.name}: participants see {templates.PREFIX}{path.name}")
+
+
+@templates_app.command("list")
+def templates_list() -> None:
+    """List published workshop workflows."""
+    for path in templates.list_templates(settings()):
+        out.print(path.name)
+
+
+@templates_app.command("remove")
+def templates_remove(name: str) -> None:
+    """Withdraw a workshop workflow (participants' own saved copies stay)."""
+    templates.remove(settings(), name)
+    out.print(f"removed {name}")
+
+
+app.command("worker")(worker)
 
 
 def main() -> None:

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 import pytest
 
 from comfymulti.errors import Forbidden, InvalidInput
-from comfymulti.hub.files import free_name, resolve
+from comfymulti.hub.files import free_name, is_active, media_type, place, resolve, staging_path
 
 
 def test_resolve_inside_user_folder(tmp_path: Path) -> None:
@@ -50,3 +51,50 @@ def test_free_name_never_overwrites(tmp_path: Path) -> None:
     assert free_name(tmp_path, "photo.jpg") == "photo (1).jpg"
     (tmp_path / "README").touch()
     assert free_name(tmp_path, "README") == "README (1)"
+
+
+def test_place_moves_and_only_overwrites_when_asked(tmp_path: Path) -> None:
+    src, target = tmp_path / "src", tmp_path / "target"
+    src.write_bytes(b"new")
+    place(src, target, overwrite=False)
+    assert target.read_bytes() == b"new" and not src.exists()
+    src.write_bytes(b"newer")
+    with pytest.raises(FileExistsError):
+        place(src, target, overwrite=False)
+    assert target.read_bytes() == b"new" and src.read_bytes() == b"newer"
+    place(src, target, overwrite=True)
+    assert target.read_bytes() == b"newer" and not src.exists()
+
+
+def test_place_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(*_args: object, **_kw: object) -> None:
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    src, target = tmp_path / "src", tmp_path / "target"
+    src.write_bytes(b"a")
+    place(src, target, overwrite=False)
+    assert target.read_bytes() == b"a" and not src.exists()
+    src.write_bytes(b"b")
+    with pytest.raises(FileExistsError):
+        place(src, target, overwrite=False)
+    assert target.read_bytes() == b"a"
+
+
+def test_staging_paths_are_fresh_and_outside_user_folders(tmp_path: Path) -> None:
+    a, b = staging_path(tmp_path, "upload"), staging_path(tmp_path, "upload")
+    assert a != b and a.parent == b.parent == tmp_path / "tmp" and a.parent.is_dir()
+
+
+@pytest.mark.parametrize(("name", "expected", "active"), [
+    ("a.png", "image/png", False), ("A.WEBP", "image/webp", False),
+    ("v.mp4", "video/mp4", False), ("s.wav", "audio/wav", False),
+    ("w.json", "application/json", False), ("x.latent", "application/octet-stream", False),
+    ("p.html", "text/html", True), ("j.js", "text/javascript", True),
+    ("c.css", "text/css", True), ("i.svg", "image/svg+xml", True),
+    ("d.xml", "application/xml", True), ("x.xhtml", "application/xhtml+xml", True),
+])
+def test_media_types_and_active_types(name: str, expected: str, active: bool) -> None:
+    assert media_type(name) == expected
+    assert is_active(media_type(name)) is active
+    assert is_active("TEXT/HTML; charset=utf-8") and is_active("application/rss+xml")

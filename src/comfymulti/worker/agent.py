@@ -53,6 +53,7 @@ class Agent:
         self.on_comfy_event: Callable[[str, dict[str, Any]], None] | None = None
         self.jobs: dict[str, JobRun] = {}
         self.draining = False
+        self.serving = False  # registered and taking work (before: still waiting for ComfyUI)
         self._changed = asyncio.Event()
         self._stopped = asyncio.Event()
         self._catalog_due = asyncio.Event()
@@ -67,6 +68,7 @@ class Agent:
         """Serve until drained. Raises Unauthorized (bad token) and other fatal errors."""
         stats = await self.comfy.wait_ready(self.comfy_ready_timeout)
         await self._register(stats)
+        self.serving = True
         self._lease_task = asyncio.create_task(self._lease_loop(), name="lease")
         loops = [self._lease_task,
                  asyncio.create_task(self._socket_loop(), name="comfy-socket"),
@@ -183,7 +185,10 @@ class Agent:
             self._start(leased)
 
     def _start(self, leased: LeasedJob) -> None:
-        job = JobRun(self, leased)
+        earlier = self.jobs.get(leased.job_id)
+        if earlier is not None:  # its lease expired while we ran it, and it came back to us
+            earlier.lose()
+        job = JobRun(self, leased, after=earlier.task if earlier is not None else None)
         self.jobs[job.job_id] = job
         job.task = asyncio.create_task(self._run_job(job), name=f"job-{job.job_id}")
         log.info("job %s: leased (attempt %d)", job.job_id, leased.attempt)
@@ -194,7 +199,8 @@ class Agent:
         except Exception:  # one job's bug must not stop the worker; its lease will expire
             log.exception("job %s failed in the worker", job.job_id)
         finally:
-            self.jobs.pop(job.job_id, None)
+            if self.jobs.get(job.job_id) is job:
+                del self.jobs[job.job_id]
             self._notify()
 
     # --- hub signals -------------------------------------------------------------------------

@@ -75,9 +75,11 @@ class _Flags:
 
 
 class JobRun:
-    def __init__(self, env: Env, leased: LeasedJob) -> None:
+    def __init__(self, env: Env, leased: LeasedJob,
+                 after: asyncio.Task[None] | None = None) -> None:
         self.env = env
         self.leased = leased
+        self._after = after  # an earlier run of the same job on this worker, being dropped
         self.job_id = leased.job_id
         self.lease_id = leased.lease_id
         self.phase = Phase.STAGING
@@ -173,6 +175,8 @@ class JobRun:
 
     async def _execute(self) -> Outcome:
         env = self.env
+        if self._after is not None:
+            await asyncio.wait({self._after})
         prompt = await stage_inputs(self.leased.prompt, env.object_info, job_id=self.job_id,
                                     lease_id=self.lease_id, hub=env.hub, comfy=env.comfy)
         submitted = await self._post(prompt)
@@ -206,7 +210,7 @@ class JobRun:
                 if self.flags.post_tried and await env.comfy.job(self.job_id) is not None:
                     return Submitted(True, {"prompt_id": self.job_id})  # the first POST landed
                 if self.leased.attempt > 1 and not self.flags.post_tried:
-                    await env.comfy.forget(self.job_id)  # an earlier attempt's history entry
+                    await self._clear_earlier_attempt()
                 self.flags.post_tried = True
                 return await env.comfy.post_prompt(prompt, self.job_id, self.leased.extra_data)
             except ComfyUIError as exc:
@@ -215,6 +219,18 @@ class JobRun:
                 await self._wait_signal(None, delay)
                 delay = min(delay * 2, 2.0)
         return None
+
+    async def _clear_earlier_attempt(self) -> None:
+        """An earlier attempt may still be in ComfyUI under the same prompt id (its lease was
+        lost, maybe on this worker): stop it, wait until it is over, forget its history."""
+        comfy = self.env.comfy
+        for _ in range(50):
+            job = await comfy.job(self.job_id)
+            if job is None or job.get("status") in TERMINAL_STATUSES:
+                break
+            await comfy.cancel(self.job_id)
+            await self._wait_signal(None, 0.2)
+        await comfy.forget(self.job_id)
 
     async def _wait_signal(self, event: asyncio.Event | None, timeout: float) -> None:
         """Wait for `event` (or, with None, just the timeout), waking early on any flag."""
@@ -258,6 +274,8 @@ class JobRun:
             if isinstance(msg, bytes):
                 self._binary(msg)
                 continue
+            if not self.flags.started and msg.get("type") != "execution_start":
+                continue  # the tail of an earlier attempt under the same prompt id
             end = self._message(msg)
             if end is not None:
                 ws_outcome = end
@@ -286,7 +304,7 @@ class JobRun:
         return None
 
     def _binary(self, frame: bytes) -> None:
-        if self.phase not in (Phase.QUEUED, Phase.RUNNING) or len(frame) < 4:
+        if self.phase != Phase.RUNNING or len(frame) < 4:
             return
         kind = int.from_bytes(frame[:4], "big")
         if kind in (1, 4):

@@ -133,6 +133,18 @@ async def no_subgraph(subgraph_id: str) -> dict[str, Any]:
     raise NotFound(f"no global subgraph {subgraph_id!r}")
 
 
+@router.get("/templates/index.json")
+async def template_index() -> list[Any]:
+    """ComfyUI's template gallery (a separate package) is not installed: an empty gallery.
+    Workshop workflows appear under Workflows/Workshop instead."""
+    return []
+
+
+@router.get("/templates/index_logo.json")
+async def template_logos() -> dict[str, Any]:
+    return {}
+
+
 @router.get("/api/embeddings")
 async def embeddings() -> list[str]:
     return []

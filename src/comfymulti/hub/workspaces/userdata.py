@@ -94,6 +94,8 @@ def _fs_errors(name: str) -> Iterator[None]:
     except (NotADirectoryError, IsADirectoryError, FileExistsError):
         raise InvalidInput(f"{name!r}: a file and a folder would have the same name") from None
     except OSError as exc:
+        if exc.errno == errno.ENOTEMPTY:  # renaming onto a folder
+            raise InvalidInput(f"{name!r} is a folder") from None
         if exc.errno in (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ):
             raise InvalidInput(f"{name!r} is not a valid file name") from None
         raise StorageError(f"could not store {name!r}: {exc.strerror}") from exc

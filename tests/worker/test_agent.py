@@ -1,0 +1,261 @@
+"""The agent against a live hub and the fake ComfyUI: errors, cancel, restarts, lost leases,
+a dropped socket, catalog changes, previews, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from comfymulti.db import transaction
+from comfymulti.models import Job
+from comfymulti.worker.hub_client import HubClient
+from tests.worker.util import (
+    CuttableProxy,
+    RunningAgent,
+    UserApi,
+    image_prompt,
+    sharpen_prompt,
+    until,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+def relayed(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["seq"] is not None]
+
+
+def executions(fake: Any, job_id: str) -> list[Any]:
+    return [e for e in fake.executions if e.prompt_id == job_id]
+
+
+@pytest.fixture
+def setup(live_hub, make_comfy):
+    """(harness, url, api for user 'ann', worker token)."""
+    apis: list[UserApi] = []
+
+    def make(**hub_sections: Any) -> tuple[Any, str, UserApi, str]:
+        harness, url = live_hub(**hub_sections)
+        harness.user("ann")
+        api = UserApi(url, harness.bearer("ann"))
+        apis.append(api)
+        return harness, url, api, harness.worker_token()
+
+    yield make
+    for api in apis:
+        asyncio.get_event_loop_policy()  # (clients are closed by the tests' own finally)
+
+
+async def test_runtime_error_keeps_comfyuis_payload(setup, make_comfy) -> None:
+    harness, url, api, token = setup()
+    fake = make_comfy(fail_node_types={"ImageSharpen"})
+    try:
+        async with RunningAgent(url, token, fake.url, "w1"):
+            job_id = await api.submit(sharpen_prompt())
+            job = await api.finished(job_id)
+            events = await api.events(job_id)
+    finally:
+        await api.aclose()
+    assert job["state"] == "failed"
+    error = job["error"]
+    assert error["exception_type"] == "PIL.UnidentifiedImageError"
+    assert error["node_id"] == "2" and error["node_type"] == "ImageSharpen"
+    assert error["prompt_id"] == job_id and "traceback" in error
+    types = [e["type"] for e in relayed(events)]
+    assert types[0] == "execution_start" and types[-1] == "execution_error"
+    assert relayed(events)[-1]["data"] == error
+
+
+async def test_comfyui_validation_error_fails_the_job_with_node_errors(setup, make_comfy) -> None:
+    harness, url, api, token = setup()
+    fake = make_comfy()
+    try:
+        async with RunningAgent(url, token, fake.url, "w1"):
+            job_id = await api.submit(image_prompt(width=0))
+            job = await api.finished(job_id)
+            events = await api.events(job_id)
+    finally:
+        await api.aclose()
+    assert job["state"] == "failed"
+    assert job["error"]["error"]["type"] == "prompt_outputs_failed_validation"
+    assert job["error"]["node_errors"]["1"]["class_type"] == "EmptyImage"
+    assert relayed(events) == [] and fake.executions == []
+
+
+async def test_cancel_reaches_comfyui_within_a_second(setup, make_comfy) -> None:
+    harness, url, api, token = setup()
+    fake = make_comfy(hang_node_types={"ImageSharpen"})
+    try:
+        async with RunningAgent(url, token, fake.url, "w1", prefetch=1) as running:
+            hanging = await api.submit(sharpen_prompt())
+            waiting = await api.submit(image_prompt(prefix="t/never"))
+            await until(lambda: executions(fake, hanging))
+            await until(lambda: running.comfy.job(waiting))  # prefetched into ComfyUI's queue
+            assert await api.cancel(waiting) == "requested"
+            assert (await api.finished(waiting))["state"] == "cancelled"
+            start = time.monotonic()
+            assert await api.cancel(hanging) == "requested"
+            record = (await until(lambda: executions(fake, hanging)[0].ended and
+                                  executions(fake, hanging)))[0]
+            took = record.ended - start
+            job = await api.finished(hanging)
+            events = await api.events(hanging)
+    finally:
+        await api.aclose()
+    assert took < 1.0, f"cancel took {took:.3f} s to reach ComfyUI"
+    assert record.status == "interrupted"
+    assert job["state"] == "cancelled"
+    assert relayed(events)[-1]["type"] == "execution_interrupted"
+    assert executions(fake, waiting) == []  # the prefetched one never ran
+
+
+async def test_comfyui_restart_mid_job_is_retried(setup, make_comfy) -> None:
+    harness, url, api, token = setup()
+    fake = make_comfy(node_seconds_by_type={"ImageSharpen": 0.6})
+    try:
+        async with RunningAgent(url, token, fake.url, "w1"):
+            job_id = await api.submit(sharpen_prompt(prefix="t/restart"))
+            await until(lambda: executions(fake, job_id))
+            await asyncio.to_thread(fake.restart, 0.2)
+            job = await api.finished(job_id)
+    finally:
+        await api.aclose()
+    assert job["state"] == "succeeded" and job["attempts"] == 2
+    [images] = [o["images"] for o in job["outputs"].values()]
+    out_dir = harness.ctx.settings.data_dir / "users/ann/output/t"
+    assert sorted(p.name for p in out_dir.iterdir()) == [images[0]["filename"]]
+
+
+async def test_dropped_socket_is_covered_by_history(setup, make_comfy) -> None:
+    harness, url, api, token = setup()
+    fake = make_comfy(node_seconds_by_type={"ImageSharpen": 0.5})
+    try:
+        async with CuttableProxy(int(fake.url.rsplit(":", 1)[1])) as proxy, \
+                RunningAgent(url, token, proxy.url, "w1"):
+            job_id = await api.submit(sharpen_prompt(prefix="t/cut"))
+            await until(lambda: executions(fake, job_id))
+            proxy.cut_ws()  # and it stays cut: only polling can finish the job
+            job = await api.finished(job_id)
+            events = await api.events(job_id)
+    finally:
+        await api.aclose()
+    assert job["state"] == "succeeded"
+    [record] = executions(fake, job_id)
+    assert record.status == "success"
+    types = [e["type"] for e in relayed(events)]
+    assert types[0] == "execution_start"
+    assert types[-2:] == ["executed", "execution_success"]
+    stored = job["outputs"]["3"]["images"][0]
+    path = harness.ctx.settings.data_dir / "users/ann/output" / stored["subfolder"] / \
+        stored["filename"]
+    comfy_file = fake.dirs["output"] / "t" / record_output_name(fake, job_id)
+    assert path.read_bytes() == comfy_file.read_bytes()
+
+
+def record_output_name(fake: Any, job_id: str) -> str:
+    entry = fake._call(lambda: fake.engine.history[job_id])
+    return str(entry["outputs"]["3"]["images"][0]["filename"])
+
+
+async def test_lost_lease_is_dropped_and_stopped_in_comfyui(setup, make_comfy) -> None:
+    harness, url, api, token = setup(queue={"reaper_seconds": 0.05})
+    fake = make_comfy(node_seconds_by_type={"ImageSharpen": 0.8})
+    try:
+        async with RunningAgent(url, token, fake.url, "w1"):
+            job_id = await api.submit(sharpen_prompt(prefix="t/lost"))
+            await until(lambda: executions(fake, job_id))
+            with transaction(harness.ctx.factory) as s:  # the hub gives up on this lease
+                s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=0))
+            job = await api.finished(job_id)
+    finally:
+        await api.aclose()
+    first, second = executions(fake, job_id)
+    assert first.status == "interrupted" and second.status == "success"
+    assert job["state"] == "succeeded" and job["attempts"] == 2
+    out_dir = harness.ctx.settings.data_dir / "users/ann/output/t"
+    assert len(list(out_dir.iterdir())) == 1
+
+
+async def test_catalog_change_registers_again(setup, make_comfy) -> None:
+    harness, url, api, token = setup()
+    fake = make_comfy()
+    ckpt = {"1": {"class_type": "CheckpointLoaderSimple",
+                  "inputs": {"ckpt_name": "new.safetensors"}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 2]}}}
+    try:
+        async with RunningAgent(url, token, fake.url, "w1", catalog_check_seconds=0.1):
+            job_id = await api.submit(ckpt)
+            assert (await api.job(job_id))["state"] == "queued"  # nobody has the model
+            fake.set_models({"checkpoints": ["new.safetensors"]})
+            job = await api.finished(job_id)
+    finally:
+        await api.aclose()
+    assert job["state"] == "succeeded"
+
+
+class CountingHub(HubClient):
+    frames: list[bytes]
+
+    async def preview(self, job_id: str, lease_id: str, frame: bytes) -> None:
+        self.frames.append(frame)
+        await super().preview(job_id, lease_id, frame)
+
+
+async def test_previews_are_rate_limited_and_progress_relayed(setup, make_comfy) -> None:
+    harness, url, api, token = setup()
+    fake = make_comfy(models={"checkpoints": ["m.safetensors"]}, progress_steps=20,
+                      node_seconds_by_type={"KSampler": 1.0})
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
+        "3": {"class_type": "EmptyLatentImage",
+              "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "4": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "seed": 1, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
+            "scheduler": "normal", "positive": ["2", 0], "negative": ["2", 0],
+            "latent_image": ["3", 0], "denoise": 1.0}},
+        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0],
+                                                    "filename_prefix": "t/k"}},
+    }
+    try:
+        async with RunningAgent(url, token, fake.url, "w1", preview_fps=4) as running:
+            hub = running.hub
+            hub.__class__ = CountingHub
+            hub.frames = []  # type: ignore[attr-defined]
+            job_id = await api.submit(prompt)
+            job = await api.finished(job_id)
+            events = await api.events(job_id)
+            frames = hub.frames  # type: ignore[attr-defined]
+    finally:
+        await api.aclose()
+    assert job["state"] == "succeeded"
+    progress = [e for e in relayed(events) if e["type"] == "progress"]
+    assert [e["data"]["value"] for e in progress] == list(range(1, 21))
+    assert 2 <= len(frames) <= 6, len(frames)  # 20 frames in 1 s at 4 per second
+    assert all(int.from_bytes(f[:4], "big") == 4 for f in frames)
+
+
+async def test_drain_releases_the_prefetched_job_and_finishes_the_running_one(
+        setup, make_comfy) -> None:
+    harness, url, api, token = setup()
+    fake = make_comfy(node_seconds_by_type={"ImageSharpen": 0.5})
+    try:
+        async with RunningAgent(url, token, fake.url, "w1", prefetch=1) as running:
+            first = await api.submit(sharpen_prompt(prefix="t/a"))
+            second = await api.submit(image_prompt(prefix="t/b"))
+            await until(lambda: executions(fake, first))
+            await until(lambda: running.comfy.job(second))
+            running.agent.drain()
+            await asyncio.wait_for(running.task, 10)  # type: ignore[arg-type]
+            assert running.task is not None and running.task.result() is None
+            one, two = await api.job(first), await api.job(second)
+    finally:
+        await api.aclose()
+    assert one["state"] == "succeeded"
+    assert two["state"] == "queued" and two["attempts"] == 0
+    assert executions(fake, second) == []
