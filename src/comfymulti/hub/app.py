@@ -20,6 +20,7 @@ from comfymulti.hub.context import HubContext
 from comfymulti.hub.events import EventBus
 from comfymulti.hub.ratelimit import RateLimiter
 from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, userdata, ws
+from comfymulti.hub.workspaces.aliases import ApiAliases
 from comfymulti.hub.workspaces.ws import Sockets
 from comfymulti.metrics import Metrics
 from comfymulti.queue import store
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="ComfyMulti hub", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.hub = hub
+    app.add_middleware(ApiAliases)
     app.state.sockets = Sockets()
     for router in (health.router, worker_api.router, jobs_api.router, admin.router,
                    templates_api.router,
