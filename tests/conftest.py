@@ -167,5 +167,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+def wait_for_worker(harness: HubHarness, timeout: float = 30.0) -> None:
+    """Until a worker has registered with its catalog (it arrives with the registration)."""
+    from sqlalchemy import select
+
+    from comfymulti.models import Worker
+
+    def registered() -> bool:
+        with transaction(harness.ctx.factory) as s:
+            return s.scalar(select(Worker.id).where(Worker.catalog_hash != "")) is not None
+
+    wait_for(registered, timeout=timeout, interval=0.1)
+
+
 __all__ = ["SHARED", "HubHarness", "LiveServer", "free_port", "httpx", "simple_prompt",
            "tiny_catalog", "wait_for"]

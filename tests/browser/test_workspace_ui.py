@@ -4,31 +4,18 @@ the ComfyUI protocol test server: log in, missing-model check, Run, output, relo
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import SHARED, HubHarness, LiveServer
+from tests.browser.conftest import SCREENSHOTS, login, unexpected
+from tests.conftest import SHARED, HubHarness, LiveServer, wait_for_worker
 from tests.fakes.comfyui import FakeComfyUI
 
-playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(os.environ.get("COMFYMULTI_SCREENSHOTS",
-                                  Path(__file__).resolve().parents[2] / "build/screenshots"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-# Requests that fail in normal operation and change nothing (reference §a.1, §0.1).
-HARMLESS = ("/user.css", "/api/userdata/user.css", "/api/userdata?dir=",
-            "/api/userdata/comfy.templates.json", "api.comfy.org", "huggingface.co")
 IMAGE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 256, "height": 256,
                                                        "batch_size": 1, "color": 16744448}},
          "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0],
@@ -37,8 +24,6 @@ IMAGE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 256, "height": 25
 
 @pytest.fixture
 def stack(make_hub) -> Iterator[tuple[HubHarness, str, FakeComfyUI]]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: scripts/test installs it (apt-get)")
     harness = make_hub()
     harness.user("user002")
     server = LiveServer(harness.app).start()
@@ -47,9 +32,7 @@ def stack(make_hub) -> Iterator[tuple[HubHarness, str, FakeComfyUI]]:
         [sys.executable, "-m", "comfymulti", "worker", "--hub", server.url, "--token",
          harness.worker_token(), "--comfyui", fake.url, "--name", "gpu-1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while harness.ctx.queue.catalogs._raw is None and time.monotonic() < deadline:
-        time.sleep(0.1)  # the worker's catalog arrives with its registration
+    wait_for_worker(harness)
     try:
         yield harness, server.url, fake
     finally:
@@ -59,49 +42,10 @@ def stack(make_hub) -> Iterator[tuple[HubHarness, str, FakeComfyUI]]:
         fake.close()
 
 
-@pytest.fixture
-def page(stack) -> Iterator[Any]:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 900})
-        pg.failures = []  # type: ignore[attr-defined]
-        answered: set[str] = set()
-
-        def on_response(r: Any) -> None:
-            if r.status >= 400:
-                pg.failures.append((r.status, r.url))
-            else:
-                answered.add(r.url)
-
-        # Chromium also reports a request whose 2xx answer the page never read as "failed"
-        # (ERR_ABORTED); only requests that got no good answer count.
-        pg.on("response", on_response)
-        pg.on("requestfailed", lambda r: r.url not in answered
-              and pg.failures.append(("failed", r.url)))
-        yield pg
-        browser.close()
-
-
-def _login(page: Any, url: str, harness: HubHarness) -> None:
-    page.goto(url + "/")
-    page.fill("#username", "user002")
-    page.fill("#password", harness.passwords["user002"])
-    page.click("button[type=submit]")
-    page.wait_for_url("**/u/user002/")
-    page.wait_for_function("window.app && window.app.graph", timeout=60_000)
-    page.wait_for_timeout(1500)
-    page.keyboard.press("Escape")  # first-run template browser
-
-
-def _unexpected(failures: list[tuple[Any, str]]) -> list[tuple[Any, str]]:
-    return [f for f in failures if not any(h in f[1] for h in HARMLESS)]
-
-
 def test_ui_mounts_checks_models_runs_and_shows_output(stack, page) -> None:
     harness, url, _fake = stack
-    _login(page, url, harness)
-    assert _unexpected(page.failures) == [], page.failures
+    login(page, url, harness)
+    assert unexpected(page.failures) == [], page.failures
     page.screenshot(path=SCREENSHOTS / "01-mounted.png")
 
     workflow = json.loads((SHARED / "data/workflows/flux2_klein_4b_text_to_image.json")
@@ -131,13 +75,13 @@ def test_ui_mounts_checks_models_runs_and_shows_output(stack, page) -> None:
     page.screenshot(path=SCREENSHOTS / "04-queue-panel.png")
     jobs = page.evaluate("fetch('api/jobs?status=completed').then(r => r.json())")
     assert jobs["jobs"][0]["preview_output"]["filename"].endswith(".png")
-    assert _unexpected(page.failures) == [], page.failures
+    assert unexpected(page.failures) == [], page.failures
 
 
 def test_reload_mid_job_keeps_showing_progress(stack, page) -> None:
     harness, url, fake = stack
     fake.node_seconds = 4.0
-    _login(page, url, harness)
+    login(page, url, harness)
     page.evaluate("p => window.app.loadApiJson(p, 'image.json')", IMAGE)
     page.get_by_role("button", name="Run").first.click()
     page.wait_for_function(
@@ -155,4 +99,3 @@ def test_reload_mid_job_keeps_showing_progress(stack, page) -> None:
     assert "executing" in kinds or "progress_state" in kinds, kinds
     assert "executed" in kinds, kinds
     page.screenshot(path=SCREENSHOTS / "05-after-reload.png")
-    assert shutil.which("chromium") or Path(CHROMIUM).exists()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, wait_for_worker
 from tests.fakes.comfyui import FakeComfyUI
 
 pytestmark = pytest.mark.slow
@@ -85,9 +84,7 @@ def test_unchanged_comfyui_script_with_bearer_token(make_hub) -> None:
          harness.worker_token(), "--comfyui", fake.url],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while harness.ctx.queue.catalogs._raw is None and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_for_worker(harness)
         script = ComfyScript(f"127.0.0.1:{server.port}/u/user002", token)
         images = script.run(PROMPT)
         produced = sorted((fake.dirs["output"]).glob("script_*.png"))

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from comfymulti.errors import ComfyMultiError, ComfyUIError
+from comfymulti.errors import ComfyMultiError, ComfyUIError, NotFound
 from comfymulti.hub.catalog import catalog_hash
 from comfymulti.protocol import LeasedJob
 from comfymulti.worker.comfyui import ComfyUIClient
@@ -170,13 +170,18 @@ class Agent:
                 await self._changed.wait()
             if self.draining:
                 break
-            if self.lease_poll_seconds is None:
-                leased = await self.hub.lease(wait=self.hub.long_poll_seconds)
-            else:
-                leased = await self.hub.lease(wait=0)
-                if leased is None:
-                    await asyncio.sleep(self.lease_poll_seconds)
-                    continue
+            try:
+                if self.lease_poll_seconds is None:
+                    leased = await self.hub.lease(wait=self.hub.long_poll_seconds)
+                else:
+                    leased = await self.hub.lease(wait=0)
+                    if leased is None:
+                        await asyncio.sleep(self.lease_poll_seconds)
+                        continue
+            except NotFound:  # the hub does not know us (its database was replaced)
+                log.warning("the hub does not know this worker; registering again")
+                await self._register()
+                continue
             if leased is None:
                 continue
             if self.draining:
@@ -211,7 +216,10 @@ class Agent:
             leases = {j.job_id: j.lease_id for j in self.jobs.values()}
             if not leases:
                 continue
-            answer = await self.hub.renew(leases)
+            try:
+                answer = await self.hub.renew(leases)
+            except NotFound:
+                continue  # not registered (any more); the lease loop registers again
             for job_id in answer.lost:
                 if job := self.jobs.get(job_id):
                     job.lose()
@@ -222,7 +230,11 @@ class Agent:
     async def _commands_loop(self) -> None:
         known = ""
         while True:
-            commands = await self.hub.commands(wait=self.hub.long_poll_seconds, known=known)
+            try:
+                commands = await self.hub.commands(wait=self.hub.long_poll_seconds, known=known)
+            except NotFound:  # not registered (any more); the lease loop registers again
+                await asyncio.sleep(1.0)
+                continue
             known = json.dumps(commands.model_dump(), sort_keys=True)
             for job_id in commands.cancel:
                 if job := self.jobs.get(job_id):

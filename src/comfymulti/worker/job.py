@@ -174,11 +174,15 @@ class JobRun:
             self._set_phase(Phase.DONE)
 
     async def _execute(self) -> Outcome:
-        env = self.env
         if self._after is not None:
             await asyncio.wait({self._after})
-        prompt = await stage_inputs(self.leased.prompt, env.object_info, job_id=self.job_id,
-                                    lease_id=self.lease_id, hub=env.hub, comfy=env.comfy)
+        try:
+            prompt = await self._stage()
+        except ComfyUIError as exc:
+            return Outcome("error", {"message": f"could not stage the job's inputs in ComfyUI: "
+                                                f"{unstage(exc.message, self.job_id)}"})
+        if prompt is None:
+            return self._unposted_outcome()
         submitted = await self._post(prompt)
         if submitted is None:
             return self._unposted_outcome()
@@ -188,6 +192,24 @@ class JobRun:
         self.flags.posted = True
         self._set_phase(Phase.QUEUED)
         return await self._follow()
+
+    async def _stage(self) -> dict[str, Any] | None:
+        """The prompt with its inputs staged; retried while ComfyUI is unreachable, None if
+        told to stop meanwhile. ComfyUI refusing a file (HTTP 4xx) raises."""
+        env, delay = self.env, 0.2
+        while not self._stop_before_posting():
+            try:
+                return await stage_inputs(self.leased.prompt, env.object_info,
+                                          job_id=self.job_id, lease_id=self.lease_id,
+                                          hub=env.hub, comfy=env.comfy)
+            except ComfyUIError as exc:
+                if _refused(exc):
+                    raise
+                log.warning("job %s: staging inputs failed (%s); retrying", self.job_id,
+                            exc.message)
+            await self._wait_signal(None, delay)
+            delay = min(delay * 2, 2.0)
+        return None
 
     def _unposted_outcome(self) -> Outcome:
         if self.flags.lost:
@@ -410,3 +432,8 @@ class JobRun:
         return await deliver_executed(data, job_id=self.job_id, lease_id=self.lease_id,
                                       hub=self.env.hub, comfy=self.env.comfy)
 
+
+def _refused(exc: ComfyUIError) -> bool:
+    """ComfyUI answered 4xx: asking again will not help."""
+    status = exc.details.get("status")
+    return isinstance(status, int) and 400 <= status < 500

@@ -28,7 +28,7 @@ _MAX_BACKOFF = 60.0
 class Supervisor:
     def __init__(self, directory: Path, *, port: int, extra_args: list[str] | None = None,
                  log_path: Path | None = None, python: str = sys.executable,
-                 listen: str = "127.0.0.1") -> None:
+                 listen: str = "127.0.0.1", first_backoff: float = 1.0) -> None:
         if not (directory / "main.py").is_file():
             raise ConfigError(f"{directory}: no main.py; --launch-comfyui needs ComfyUI's folder")
         self.directory = directory
@@ -37,12 +37,13 @@ class Supervisor:
         self.log_path = log_path or directory / "comfyui-worker.log"
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
+        self.first_backoff = first_backoff
         self._stopping = False
 
     async def run(self) -> None:
         """Keep ComfyUI running until `stop`."""
         loop = asyncio.get_running_loop()
-        backoff = 1.0
+        backoff = self.first_backoff
         while not self._stopping:
             started = loop.time()
             code = await self._run_once()
@@ -50,7 +51,7 @@ class Supervisor:
                 return
             ran = loop.time() - started
             if ran >= _STABLE_SECONDS:
-                backoff = 1.0
+                backoff = self.first_backoff
             log.warning("ComfyUI exited with %s after %.0f s; restarting in %.0f s", code, ran,
                         backoff)
             await asyncio.sleep(backoff)  # restart backoff
@@ -64,7 +65,11 @@ class Supervisor:
                 stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
             self.starts += 1
             log.info("ComfyUI started (pid %d, log %s)", self.process.pid, self.log_path)
-            return await self.process.wait()
+            try:
+                return await self.process.wait()
+            except asyncio.CancelledError:  # never leave ComfyUI behind
+                await self.stop(5.0)
+                raise
 
     async def stop(self, timeout: float = 20.0) -> None:
         """Ask ComfyUI to exit (SIGTERM), kill it if it does not within `timeout`."""

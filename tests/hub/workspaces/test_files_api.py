@@ -121,6 +121,23 @@ def test_view_refusals(ws: Workspace, params: dict[str, str], status: int) -> No
     assert "error" in r.json()
 
 
+@pytest.mark.parametrize(("query", "status"), [
+    ("filename=%2e%2e%2Fx.png", 400),
+    ("filename=%2e%2e%2F%2e%2e%2Fuser003%2Foutput%2Fx.png", 400),
+    ("filename=%2Fetc%2Fpasswd", 400),
+    ("filename=x.png%00.txt", 400),
+    ("filename=x.png&subfolder=%2e%2e", 403),
+    ("filename=x.png&subfolder=%2e%2e%2F%2e%2e%2Fuser003%2Foutput", 403),
+    ("filename=x.png%20%5Bmodels%5D", 404),  # not an annotation: just a name that is missing
+])
+def test_view_refuses_encoded_traversal(ws: Workspace, query: str, status: int) -> None:
+    ws.put("output", "x.png", PNG)
+    (ws.data_dir / "users/user003/output/x.png").write_bytes(b"THEIRS")
+    r = ws.client.get(f"{U2}/api/view?{query}", headers=ws.auth)
+    assert r.status_code == status, r.text
+    assert "THEIRS" not in r.text
+
+
 @pytest.mark.parametrize("name", ["page.html", "page.htm", "app.js", "style.css", "feed.xml",
                                   "doc.xhtml", "pic.svg"])
 def test_view_sends_active_types_as_downloads(ws: Workspace, name: str) -> None:

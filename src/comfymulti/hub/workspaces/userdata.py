@@ -33,6 +33,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from comfymulti.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, StorageError
+from comfymulti.hub import templates
 from comfymulti.hub.access import get_hub, workspace_owner
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.files import is_active, media_type, place, resolve, staging_path
@@ -179,18 +180,31 @@ async def list_userdata(
     if not directory:
         raise InvalidInput("dir is required")
     top = resolve(hub.settings.data_dir, me.name, "userdata", directory, "")
-    if not top.exists():
+    shared = _workshop_templates(hub, directory, top, _flag(recurse))
+    if not top.exists() and not shared:
         raise NotFound(f"no folder {directory!r}")
-    if not top.is_dir():
+    if top.exists() and not top.is_dir():
         return []
+    files = [(p, p.relative_to(top).as_posix())
+             for p in (_files(top, _flag(recurse)) if top.exists() else ())]
     result: list[Any] = []
-    for path in _files(top, _flag(recurse)):
+    for path, rel in files + shared:
         if _flag(full_info):
-            result.append(_info(path, top))
+            result.append({**_info(path, path.parent), "path": rel})
             continue
-        rel = path.relative_to(top).as_posix()
         result.append([rel, *rel.split("/")] if _flag(split) else rel)
     return result
+
+
+def _workshop_templates(hub: HubContext, directory: str, top: Path, recurse: bool
+                        ) -> list[tuple[Path, str]]:
+    """Published workshop workflows, listed in `workflows/Workshop/` unless the user saved a
+    file of the same name there (their copy wins)."""
+    if directory.strip("/") != "workflows" or not recurse:
+        return []
+    return [(path, f"{templates.FOLDER}/{path.name}")
+            for path in templates.list_templates(hub.settings)
+            if not (top / templates.FOLDER / path.name).exists()]
 
 
 @router.get("/api/v2/userdata")
@@ -231,7 +245,11 @@ async def get_userdata(request: Request, me: User = Depends(workspace_owner),
     name = _one_name(request, me.name)
     path = _path(hub, me, name)
     if not path.is_file():
-        raise NotFound(f"no userdata file {name!r}")
+        shared = templates.template_for(hub.settings, name)
+        if shared is None:
+            raise NotFound(f"no userdata file {name!r}")
+        return FileResponse(shared, media_type="application/json", filename=shared.name,
+                            headers=NOSNIFF)
     return _file_response(path, _root(hub, me))
 
 
