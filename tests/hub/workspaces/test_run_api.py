@@ -266,3 +266,24 @@ def test_user003_gets_nothing_of_user002(ws_hub, auth: str) -> None:
     other.post("/u/user003/api/interrupt", json={"prompt_id": pid}, headers=headers)
     other.close()
     assert harness.ctx.queue.get(pid).state == "queued"
+
+
+def test_other_users_prompts_never_reach_my_socket(ws_hub) -> None:
+    harness, client = ws_hub
+    other = TestClient(harness.app, base_url="http://testserver")
+    login(other, harness, "user003")
+    login(client, harness, "user002")
+    with other.websocket_connect("/u/user003/ws") as ws3:
+        sid3 = ws3.receive_json()["data"]["sid"]
+        pid2 = post_prompt(client, "user002", client_id=sid3).json()["prompt_id"]
+        with transaction(harness.ctx.factory) as s:
+            owner2 = s.query(Job).filter_by(id=pid2).one().user_id
+        # Even an event carrying user003's socket id goes only to user002's sockets.
+        harness.ctx.bus.publish(owner2, {"client_id": sid3, "type": "executing",
+                                         "data": {"node": "1", "prompt_id": pid2}})
+        post_prompt(other, "user003", client_id=sid3)
+        first = ws3.receive_json()
+        assert first == {"type": "status",
+                         "data": {"status": {"exec_info": {"queue_remaining": 1}}}}
+    assert [j["id"] for j in other.get("/u/user003/api/jobs").json()["jobs"]] != [pid2]
+    other.close()
