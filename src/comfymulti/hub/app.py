@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +34,7 @@ log = logging.getLogger("comfymulti.hub")
 def build_context(settings: Settings) -> HubContext:
     """Open the database (migrating it) and build the services; no I/O beyond that."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _clear_staging(settings.data_dir / "tmp")
     engine = make_engine(settings.database_url)
     migrate(engine)
     factory = session_factory(engine)
@@ -52,6 +55,16 @@ def build_context(settings: Settings) -> HubContext:
 
     metrics.watch(jobs_by_state, workers_online)
     return hub
+
+
+def _clear_staging(folder: Path, older_than: float = 3600.0) -> None:
+    """Half-received uploads left by a crash; nothing refers to them, so they can go."""
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - older_than
+    for path in folder.iterdir():
+        if path.is_file() and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
 
 
 def create_app(settings: Settings) -> FastAPI:
