@@ -6,6 +6,7 @@ Each test builds its own hub on its own SQLite file; nothing mutable is shared.
 from __future__ import annotations
 
 import base64
+import os
 import socket
 import threading
 import time
@@ -26,7 +27,8 @@ from comfymulti.hub.app import create_app
 from comfymulti.hub.context import HubContext
 from comfymulti.queue.jobs import Role
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+# The workplace's shared data, beside the repository (or where COMFYMULTI_SHARED points).
+SHARED = Path(os.environ.get("COMFYMULTI_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 
 @pytest.fixture
