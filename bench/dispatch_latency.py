@@ -1,8 +1,8 @@
 """Dispatch latency: a job's submit (POST /api/v1/jobs) until a worker holds it.
 
 Four workers long-poll the hub (ComfyMulti) versus four workers that ask every 2 s (the
-predecessor's design), side by side in one run on one machine. Everything is real HTTP to a
-uvicorn hub on loopback.
+predecessor's design), side by side in one run on one machine. The hub runs as
+`comfymulti serve` in its own process; everything is real HTTP on loopback.
 
     python bench/dispatch_latency.py [--jobs 200] [--baseline-jobs 40]
 """
@@ -11,36 +11,59 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import _common
 import httpx
 
-from comfymulti.config import load_settings
-from comfymulti.db import transaction
-from comfymulti.hub import users, workers
-from comfymulti.hub.app import create_app
 from comfymulti.worker.hub_client import HubClient
-from tests.conftest import LiveServer, simple_prompt, tiny_catalog
+from tests.conftest import free_port, simple_prompt, tiny_catalog
+
+
+@contextlib.contextmanager
+def hub_process(tmp: str) -> Iterator[tuple[str, str, str]]:
+    """`comfymulti serve` in its own process (as deployed): (url, user token, worker token)."""
+    port = free_port()
+    cfg = Path(tmp) / "comfymulti.toml"
+    cfg.write_text(f'data_dir = "data"\n[hub]\nport = {port}\n'
+                   "[queue]\nmax_queued_per_user = 10000\n")
+    base = [sys.executable, "-m", "comfymulti", "--config", str(cfg)]
+    subprocess.run([*base, "users", "add", "bench", "--password", "bench-pass"], check=True,
+                   capture_output=True)
+    api_token = subprocess.run([*base, "users", "token", "bench"], check=True,
+                               capture_output=True, text=True).stdout.strip()
+    token = subprocess.run([*base, "workers", "token"], check=True, capture_output=True,
+                           text=True).stdout.strip()
+    hub = subprocess.Popen([*base, "serve"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(url + "/health")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield url, api_token, token
+    finally:
+        hub.terminate()
+        hub.wait(10)
 
 
 async def run(mode: str, jobs: int, poll_every: float) -> list[float]:
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(None, data_dir=tmp, queue={"max_queued_per_user": 10_000})
-        app = create_app(settings)
-        ctx = app.state.hub
-        with transaction(ctx.factory) as s:
-            users.create_user(s, settings.data_dir, "bench")
-            api_token = users.create_api_token(s, "bench")
-            token = workers.create_token(s, "bench")
-        server = LiveServer(app).start()
+    with tempfile.TemporaryDirectory() as tmp, hub_process(tmp) as (url, api_token, token):
         received: dict[str, float] = {}
         stop = asyncio.Event()
 
         async def worker(i: int) -> None:
-            client = HubClient(server.url, token)
+            client = HubClient(url, token)
             await client.register(f"w{i}", tiny_catalog())
             while not stop.is_set():
                 if mode == "long-poll":
@@ -58,7 +81,7 @@ async def run(mode: str, jobs: int, poll_every: float) -> list[float]:
         tasks = [asyncio.create_task(worker(i)) for i in range(4)]
         await asyncio.sleep(0.5)
         submitted: dict[str, float] = {}
-        async with httpx.AsyncClient(base_url=server.url,
+        async with httpx.AsyncClient(base_url=url,
                                      headers={"Authorization": f"Bearer {api_token}"}) as c:
             for _ in range(jobs):
                 await asyncio.sleep(random.uniform(0.0, 0.1 if mode == "long-poll" else 0.5))
@@ -69,8 +92,6 @@ async def run(mode: str, jobs: int, poll_every: float) -> list[float]:
             await asyncio.sleep(0.05)
         stop.set()
         await asyncio.gather(*tasks)
-        server.stop()
-        ctx.engine.dispose()
         return [(received[j] - t) * 1000 for j, t in submitted.items()]
 
 
