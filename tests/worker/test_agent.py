@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import update
 
@@ -34,24 +35,21 @@ def executions(fake: Any, job_id: str) -> list[Any]:
 
 
 @pytest.fixture
-def setup(live_hub, make_comfy):
+def setup(live_hub):
     """(harness, url, api for user 'ann', worker token)."""
-    apis: list[UserApi] = []
 
-    def make(**hub_sections: Any) -> tuple[Any, str, UserApi, str]:
-        harness, url = live_hub(**hub_sections)
+    def make(**queue: Any) -> tuple[Any, str, UserApi, str]:
+        # Short long-polls: the live hub's shutdown waits for the open ones.
+        harness, url = live_hub(queue={"long_poll_seconds": 1.0, **queue})
         harness.user("ann")
         api = UserApi(url, harness.bearer("ann"))
-        apis.append(api)
         return harness, url, api, harness.worker_token()
 
-    yield make
-    for api in apis:
-        asyncio.get_event_loop_policy()  # (clients are closed by the tests' own finally)
+    return make
 
 
 async def test_runtime_error_keeps_comfyuis_payload(setup, make_comfy) -> None:
-    harness, url, api, token = setup()
+    _harness, url, api, token = setup()
     fake = make_comfy(fail_node_types={"ImageSharpen"})
     try:
         async with RunningAgent(url, token, fake.url, "w1"):
@@ -71,7 +69,7 @@ async def test_runtime_error_keeps_comfyuis_payload(setup, make_comfy) -> None:
 
 
 async def test_comfyui_validation_error_fails_the_job_with_node_errors(setup, make_comfy) -> None:
-    harness, url, api, token = setup()
+    _harness, url, api, token = setup()
     fake = make_comfy()
     try:
         async with RunningAgent(url, token, fake.url, "w1"):
@@ -86,15 +84,29 @@ async def test_comfyui_validation_error_fails_the_job_with_node_errors(setup, ma
     assert relayed(events) == [] and fake.executions == []
 
 
+def two_outputs_prompt() -> dict[str, Any]:
+    """EmptyImage → SaveImage "2" (quick), and → ImageSharpen → SaveImage "4"."""
+    return {**image_prompt(prefix="t/first"),
+            "3": {"class_type": "ImageSharpen", "inputs": {
+                "image": ["1", 0], "sharpen_radius": 1, "sigma": 1.0, "alpha": 1.0}},
+            "4": {"class_type": "SaveImage",
+                  "inputs": {"images": ["3", 0], "filename_prefix": "t/second"}}}
+
+
+async def outputs_stored(api: UserApi, job_id: str) -> bool:
+    return bool((await api.job(job_id))["outputs"])
+
+
 async def test_cancel_reaches_comfyui_within_a_second(setup, make_comfy) -> None:
     harness, url, api, token = setup()
     fake = make_comfy(hang_node_types={"ImageSharpen"})
     try:
         async with RunningAgent(url, token, fake.url, "w1", prefetch=1) as running:
-            hanging = await api.submit(sharpen_prompt())
+            hanging = await api.submit(two_outputs_prompt())
             waiting = await api.submit(image_prompt(prefix="t/never"))
-            await until(lambda: executions(fake, hanging))
+            await until(lambda: api.state_is(hanging, "running"))
             await until(lambda: running.comfy.job(waiting))  # prefetched into ComfyUI's queue
+            await until(lambda: outputs_stored(api, hanging))  # the first output is in
             assert await api.cancel(waiting) == "requested"
             assert (await api.finished(waiting))["state"] == "cancelled"
             start = time.monotonic()
@@ -109,6 +121,10 @@ async def test_cancel_reaches_comfyui_within_a_second(setup, make_comfy) -> None
     assert took < 1.0, f"cancel took {took:.3f} s to reach ComfyUI"
     assert record.status == "interrupted"
     assert job["state"] == "cancelled"
+    [kept] = job["outputs"]["2"]["images"]  # partial outputs stay, like in ComfyUI's history
+    assert (harness.ctx.settings.data_dir / "users/ann/output" / kept["subfolder"] /
+            kept["filename"]).is_file()
+    assert "4" not in job["outputs"]
     assert relayed(events)[-1]["type"] == "execution_interrupted"
     assert executions(fake, waiting) == []  # the prefetched one never ran
 
@@ -152,24 +168,22 @@ async def test_dropped_socket_is_covered_by_history(setup, make_comfy) -> None:
     stored = job["outputs"]["3"]["images"][0]
     path = harness.ctx.settings.data_dir / "users/ann/output" / stored["subfolder"] / \
         stored["filename"]
-    comfy_file = fake.dirs["output"] / "t" / record_output_name(fake, job_id)
-    assert path.read_bytes() == comfy_file.read_bytes()
-
-
-def record_output_name(fake: Any, job_id: str) -> str:
-    entry = fake._call(lambda: fake.engine.history[job_id])
-    return str(entry["outputs"]["3"]["images"][0]["filename"])
+    async with httpx.AsyncClient() as c:
+        entry = (await c.get(f"{fake.url}/history/{job_id}")).json()[job_id]
+    made = entry["outputs"]["3"]["images"][0]
+    assert path.read_bytes() == (fake.dirs["output"] / "t" / made["filename"]).read_bytes()
 
 
 async def test_lost_lease_is_dropped_and_stopped_in_comfyui(setup, make_comfy) -> None:
-    harness, url, api, token = setup(queue={"reaper_seconds": 0.05})
+    harness, url, api, token = setup(reaper_seconds=0.05)
     fake = make_comfy(node_seconds_by_type={"ImageSharpen": 0.8})
     try:
         async with RunningAgent(url, token, fake.url, "w1"):
             job_id = await api.submit(sharpen_prompt(prefix="t/lost"))
             await until(lambda: executions(fake, job_id))
             with transaction(harness.ctx.factory) as s:  # the hub gives up on this lease
-                s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=0))
+                s.execute(update(Job).where(Job.id == job_id).values(
+                    lease_id="expired", lease_expires_at=0))
             job = await api.finished(job_id)
     finally:
         await api.aclose()
@@ -181,7 +195,7 @@ async def test_lost_lease_is_dropped_and_stopped_in_comfyui(setup, make_comfy) -
 
 
 async def test_catalog_change_registers_again(setup, make_comfy) -> None:
-    harness, url, api, token = setup()
+    _harness, url, api, token = setup()
     fake = make_comfy()
     ckpt = {"1": {"class_type": "CheckpointLoaderSimple",
                   "inputs": {"ckpt_name": "new.safetensors"}},
@@ -198,7 +212,11 @@ async def test_catalog_change_registers_again(setup, make_comfy) -> None:
 
 
 class CountingHub(HubClient):
-    frames: list[bytes]
+    """Counts the preview frames the agent passes on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.frames: list[bytes] = []
 
     async def preview(self, job_id: str, lease_id: str, frame: bytes) -> None:
         self.frames.append(frame)
@@ -206,7 +224,7 @@ class CountingHub(HubClient):
 
 
 async def test_previews_are_rate_limited_and_progress_relayed(setup, make_comfy) -> None:
-    harness, url, api, token = setup()
+    _harness, url, api, token = setup()
     fake = make_comfy(models={"checkpoints": ["m.safetensors"]}, progress_steps=20,
                       node_seconds_by_type={"KSampler": 1.0})
     prompt = {
@@ -223,14 +241,13 @@ async def test_previews_are_rate_limited_and_progress_relayed(setup, make_comfy)
                                                     "filename_prefix": "t/k"}},
     }
     try:
-        async with RunningAgent(url, token, fake.url, "w1", preview_fps=4) as running:
-            hub = running.hub
-            hub.__class__ = CountingHub
-            hub.frames = []  # type: ignore[attr-defined]
+        async with RunningAgent(url, token, fake.url, "w1", preview_fps=4,
+                                hub_class=CountingHub) as running:
             job_id = await api.submit(prompt)
             job = await api.finished(job_id)
             events = await api.events(job_id)
-            frames = hub.frames  # type: ignore[attr-defined]
+            assert isinstance(running.hub, CountingHub)
+            frames = running.hub.frames
     finally:
         await api.aclose()
     assert job["state"] == "succeeded"
@@ -242,7 +259,7 @@ async def test_previews_are_rate_limited_and_progress_relayed(setup, make_comfy)
 
 async def test_drain_releases_the_prefetched_job_and_finishes_the_running_one(
         setup, make_comfy) -> None:
-    harness, url, api, token = setup()
+    _harness, url, api, token = setup()
     fake = make_comfy(node_seconds_by_type={"ImageSharpen": 0.5})
     try:
         async with RunningAgent(url, token, fake.url, "w1", prefetch=1) as running:

@@ -4,6 +4,7 @@ rate-limited."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -132,7 +133,7 @@ async def test_previews_are_throttled_newest_wins() -> None:
     assert 3 <= len(frames) <= 5
     assert frames[-1][-1] == 29  # the newest one is never lost
     times = [t - start for t, _f in hub.previews]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 0.09
     throttle.send_now(b"\x00\x00\x00\x03text")
     await asyncio.sleep(0.01)

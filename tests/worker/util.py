@@ -61,9 +61,9 @@ def sharpen_prompt(width: int = 64, prefix: str = "t/sharp") -> dict[str, Any]:
 class RunningAgent:
     """An Agent running as a task of the test's loop, with its own clients."""
 
-    def __init__(self, hub_url: str, token: str, comfy_url: str, name: str,
-                 **options: Any) -> None:
-        self.hub = HubClient(hub_url, token, backoff_max=0.5)
+    def __init__(self, hub_url: str, token: str, comfy_url: str, name: str, *,
+                 hub_class: type[HubClient] = HubClient, **options: Any) -> None:
+        self.hub = hub_class(hub_url, token, backoff_max=0.5)
         self.comfy = ComfyUIClient(comfy_url)
         self.agent = Agent(self.hub, self.comfy, name=name, **options)
         self.task: asyncio.Task[None] | None = None

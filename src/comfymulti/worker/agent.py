@@ -36,7 +36,6 @@ log = logging.getLogger("comfymulti.worker")
 class Agent:
     def __init__(self, hub: HubClient, comfy: ComfyUIClient, *, name: str, prefetch: int = 1,
                  preview_fps: float = 4.0, catalog_check_seconds: float = 60.0,
-                 lease_poll_seconds: float | None = None,
                  comfy_ready_timeout: float | None = None) -> None:
         self.hub = hub
         self.comfy = comfy
@@ -44,9 +43,6 @@ class Agent:
         self.prefetch = prefetch
         self.preview_fps = preview_fps
         self.catalog_check_seconds = catalog_check_seconds
-        # None: long-poll for work (normal). A number: ask, and if there is none sleep that
-        # long (how the predecessor did it; only for comparisons in bench/).
-        self.lease_poll_seconds = lease_poll_seconds
         self.comfy_ready_timeout = comfy_ready_timeout
         self.object_info: dict[str, Any] = {}
         self.connected = asyncio.Event()
@@ -171,13 +167,7 @@ class Agent:
             if self.draining:
                 break
             try:
-                if self.lease_poll_seconds is None:
-                    leased = await self.hub.lease(wait=self.hub.long_poll_seconds)
-                else:
-                    leased = await self.hub.lease(wait=0)
-                    if leased is None:
-                        await asyncio.sleep(self.lease_poll_seconds)
-                        continue
+                leased = await self.hub.lease(wait=self.hub.long_poll_seconds)
             except NotFound:  # the hub does not know us (its database was replaced)
                 log.warning("the hub does not know this worker; registering again")
                 await self._register()

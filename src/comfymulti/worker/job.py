@@ -236,6 +236,9 @@ class JobRun:
                 self.flags.post_tried = True
                 return await env.comfy.post_prompt(prompt, self.job_id, self.leased.extra_data)
             except ComfyUIError as exc:
+                if _refused(exc):  # e.g. 413: the prompt is too large for ComfyUI
+                    return Submitted(False, {"error": {"type": "comfyui_refused",
+                                                       "message": exc.message}})
                 log.warning("job %s: posting to ComfyUI failed (%s); retrying", self.job_id,
                             exc.message)
                 await self._wait_signal(None, delay)
