@@ -127,23 +127,32 @@ def owned_job(s: Session, user: User, job_id: str) -> Job:
     return job
 
 
-async def worker_token(request: Request, hub: HubContext = Depends(get_hub)) -> WorkerToken:
+def _bearer(request: Request) -> str:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not value:
         raise Unauthorized("worker routes need 'Authorization: Bearer <worker token>'")
+    return value
+
+
+async def worker_token(request: Request, hub: HubContext = Depends(get_hub)) -> WorkerToken:
     with transaction(hub.factory) as s:
-        return workers.authenticate(s, value)
+        return workers.authenticate(s, _bearer(request))
 
 
-async def current_worker(
-    request: Request,
-    token: WorkerToken = Depends(worker_token),
-    hub: HubContext = Depends(get_hub),
-) -> Worker:
+# A worker's last_seen is written at most this often: it feeds "online", not correctness.
+_SEEN_EVERY = 5.0
+
+
+async def current_worker(request: Request, hub: HubContext = Depends(get_hub)) -> Worker:
+    """The registered worker behind the token and X-Worker-Id, in one short transaction."""
+    token_value = _bearer(request)
     worker_id = request.headers.get(WORKER_ID_HEADER, "")
     with transaction(hub.factory) as s:
+        token = workers.authenticate(s, token_value)
         worker = workers.get_worker(s, token, worker_id)
-        worker.last_seen = time.time()
+        now = time.time()
+        if worker.last_seen < now - _SEEN_EVERY:
+            worker.last_seen = now
     return worker
 
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from comfymulti.db import transaction
-from comfymulti.errors import InvalidInput, LeaseLost, NotFound, PayloadTooLarge
+from comfymulti.errors import InvalidInput, NotFound, PayloadTooLarge
 from comfymulti.hub import workers
 from comfymulti.hub.access import current_worker, get_hub, worker_token
 from comfymulti.hub.context import HubContext
@@ -44,10 +44,7 @@ _PREVIEW_LIMIT = 8 * 1024 * 1024
 
 
 def _held(hub: HubContext, worker: Worker, job_id: str, lease_id: str) -> Job:
-    job = hub.queue.held(job_id, lease_id)
-    if job.worker_id != worker.id:
-        raise LeaseLost(f"job {job_id} is leased to another worker")
-    return job
+    return hub.queue.held(job_id, lease_id, worker.id)
 
 
 @router.post("/register", response_model=RegisterResponse)
@@ -125,9 +122,8 @@ async def drain(worker: Worker = Depends(current_worker),
 @router.post("/jobs/{job_id}/events", response_model=EventsResponse)
 async def events(job_id: str, req: EventsRequest, worker: Worker = Depends(current_worker),
                  hub: HubContext = Depends(get_hub)) -> EventsResponse:
-    _held(hub, worker, job_id, req.lease_id)
     job = hub.queue.record_events(job_id, req.lease_id,
-                                  [e.model_dump() for e in req.events])
+                                  [e.model_dump() for e in req.events], worker.id)
     return EventsResponse(cancel=job.cancel_requested)
 
 

@@ -239,21 +239,24 @@ class JobQueue:
                     cancel.append(job_id)
         return lost, cancel
 
-    def held(self, job_id: str, lease_id: str) -> Job:
+    def held(self, job_id: str, lease_id: str, worker_id: str | None = None) -> Job:
         with transaction(self.factory) as s:
-            return store.held_job(s, job_id, lease_id)
+            return store.held_job(s, job_id, lease_id, worker_id)
 
-    def record_events(self, job_id: str, lease_id: str, events: list[dict[str, Any]]) -> Job:
+    def record_events(self, job_id: str, lease_id: str, events: list[dict[str, Any]],
+                      worker_id: str | None = None) -> Job:
         """Store relayed ComfyUI events in order (duplicates by seq are ignored), renew the
-        lease, and pass them on to the job owner's sockets."""
+        lease, and pass them on to the job owner's sockets. One short transaction."""
         now = time.time()
         fresh: list[dict[str, Any]] = []
         with transaction(self.factory) as s:
-            job = store.held_job(s, job_id, lease_id)
-            store.renew(s, job_id, lease_id, now + self.settings.lease_seconds)
+            job = store.held_job(s, job_id, lease_id, worker_id)
+            job.lease_expires_at = now + self.settings.lease_seconds
+            seen = store.seen_seqs(s, job_id, job.attempts, [ev["seq"] for ev in events])
             for ev in sorted(events, key=lambda e: e["seq"]):
-                if store.event_seen(s, job_id, job.attempts, ev["seq"]):
+                if ev["seq"] in seen:
                     continue
+                seen.add(ev["seq"])
                 if job.state == JobState.LEASED:
                     job = store.mark_running(s, job_id, lease_id, now)
                 store.add_worker_event(s, job, ev["seq"], ev["type"], ev["data"], now)

@@ -155,12 +155,13 @@ def renew(s: Session, job_id: str, lease_id: str, expires_at: float) -> Job:
     return s.scalars(select(Job).where(Job.id == job_id)).one()
 
 
-def held_job(s: Session, job_id: str, lease_id: str) -> Job:
-    """The job if `lease_id` still holds it, else LeaseLost."""
+def held_job(s: Session, job_id: str, lease_id: str, worker_id: str | None = None) -> Job:
+    """The job if `lease_id` (of `worker_id`, when given) still holds it, else LeaseLost."""
     job = s.scalar(select(Job).where(Job.id == job_id))
     if job is None:
         raise NotFound(f"job {job_id} not found")
-    if job.lease_id != lease_id or job.state not in HELD:
+    if job.lease_id != lease_id or job.state not in HELD or (
+            worker_id is not None and job.worker_id != worker_id):
         raise LeaseLost(f"job {job_id}: lease is no longer held", state=job.state)
     return job
 
@@ -232,9 +233,10 @@ def set_run_next(s: Session, job: Job, now: float) -> None:
 
 # --- events and outputs ----------------------------------------------------------------------
 
-def event_seen(s: Session, job_id: str, attempt: int, seq: int) -> bool:
-    return s.scalar(select(func.count()).select_from(JobEvent).where(
-        JobEvent.job_id == job_id, JobEvent.attempt == attempt, JobEvent.seq == seq)) != 0
+def seen_seqs(s: Session, job_id: str, attempt: int, seqs: list[int]) -> set[int]:
+    """Which of these event numbers this attempt already delivered (retries resend them)."""
+    return set(s.scalars(select(JobEvent.seq).where(
+        JobEvent.job_id == job_id, JobEvent.attempt == attempt, JobEvent.seq.in_(seqs))))
 
 
 def add_worker_event(s: Session, job: Job, seq: int, type_: str, data: dict[str, Any],
