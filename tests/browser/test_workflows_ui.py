@@ -55,7 +55,7 @@ def test_save_rename_delete_through_the_ui(hub_url, page) -> None:
     page.wait_for_timeout(1000)
     assert (folder / "shots" / "take 2 ü.json").is_file()
     assert not (folder / "shots" / "take 1 é.json").exists()
-    page.screenshot(path=SCREENSHOTS / "06-workflows.png")
+    page.screenshot(path=SCREENSHOTS / "07-workflows.png")
 
     _tree(page).get_by_text("take 2 ü").first.click(button="right")
     page.get_by_role("menuitem", name="Delete").click()

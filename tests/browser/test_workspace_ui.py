@@ -80,7 +80,7 @@ def test_ui_mounts_checks_models_runs_and_shows_output(stack, page) -> None:
 
 def test_reload_mid_job_keeps_showing_progress(stack, page) -> None:
     harness, url, fake = stack
-    fake.node_seconds = 4.0
+    fake.node_seconds = 6.0  # a 12 s job: the reload (3-5 s) lands in the middle
     login(page, url, harness)
     page.evaluate("p => window.app.loadApiJson(p, 'image.json')", IMAGE)
     page.get_by_role("button", name="Run").first.click()
@@ -92,10 +92,15 @@ def test_reload_mid_job_keeps_showing_progress(stack, page) -> None:
         f if isinstance(f, str) else "")))
     page.reload()
     page.wait_for_function("window.app && window.app.graph", timeout=60_000)
+    # Our extension (loaded through /api/extensions) shows the job's place in the queue.
+    badge = page.locator("#comfymulti-queue")
+    badge.wait_for(state="visible", timeout=10_000)
+    assert "Your jobs: 1 running" in badge.inner_text()
+    page.screenshot(path=SCREENSHOTS / "05-reloaded-mid-job.png")
     with page.expect_response(lambda r: "/u/user002/api/view" in r.url and r.ok,
                               timeout=30_000):
         pass
     kinds = [json.loads(f)["type"] for f in frames if f.startswith("{")]
     assert "executing" in kinds or "progress_state" in kinds, kinds
     assert "executed" in kinds, kinds
-    page.screenshot(path=SCREENSHOTS / "05-after-reload.png")
+    page.screenshot(path=SCREENSHOTS / "06-after-reload.png")

@@ -3,7 +3,7 @@
 const base = location.pathname.replace(/\/[^/]*$/, "");
 const box = document.createElement("div");
 box.id = "comfymulti-queue";
-box.style.cssText = "position:fixed;right:12px;bottom:12px;z-index:10000;padding:6px 10px;" +
+box.style.cssText = "position:fixed;right:12px;bottom:64px;z-index:10000;padding:6px 10px;" +
   "border-radius:6px;background:rgba(20,20,20,.85);color:#eee;font:12px system-ui;" +
   "pointer-events:none;display:none";
 document.body.appendChild(box);
