@@ -199,6 +199,9 @@ class FakeComfyUI:
         self.dirs["temp"].mkdir(parents=True, exist_ok=True)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted sockets inherit this: like aiohttp under the real ComfyUI, no Nagle delay
+        # (without it, a burst of WS frames waits ~40 ms for the client's delayed ACK).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(("127.0.0.1", self._port))
         sock.listen(128)
         self._port = sock.getsockname()[1]
