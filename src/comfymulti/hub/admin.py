@@ -31,13 +31,15 @@ class PolicyBody(BaseModel):
 async def queue(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     """Counts by state and the queued jobs in the order they are expected to run."""
     ordered = hub.queue.order()
+    etas = hub.queue.etas(hub.online_window)
     with transaction(hub.factory) as s:
         names = dict(s.execute(select(User.id, User.name)).all())
         counts = store.counts_by_state(s)
     return {
         "policy": hub.queue.policy,
         "counts": counts,
-        "queued": [{"id": c.job_id, "user": names.get(c.user_id), "position": i + 1}
+        "queued": [{"id": c.job_id, "user": names.get(c.user_id), "position": i + 1,
+                    "eta_seconds": round(etas[c.job_id][1], 1)}
                    for i, c in enumerate(ordered)],
     }
 

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from comfymulti.config import Policy, QueueSettings
@@ -33,7 +33,8 @@ from comfymulti.hub.files import free_name, resolve
 from comfymulti.metrics import Metrics
 from comfymulti.models import Catalog, Job, Output, User, Worker
 from comfymulti.queue import scheduler, store
-from comfymulti.queue.jobs import ROLE_PRIORITY, TERMINAL, JobState, Role
+from comfymulti.queue.eta import Estimator, queue_etas
+from comfymulti.queue.jobs import HELD, ROLE_PRIORITY, TERMINAL, JobState, Role
 
 log = logging.getLogger("comfymulti.queue")
 
@@ -171,6 +172,23 @@ class JobQueue:
             last = store.last_dispatch(s)
             policy = store.get_state(s, "policy") or self.settings.policy
         return scheduler.order(policy, candidates, last)  # type: ignore[arg-type]
+
+    def etas(self, online_window: float, user_id: int | None = None
+             ) -> dict[str, tuple[int, float]]:
+        """job id → (queue position, seconds until done) for queued jobs (of one user)."""
+        order = self.order()
+        now = time.time()
+        with transaction(self.factory) as s:
+            estimator = Estimator(s)
+            online = s.scalar(select(func.count()).select_from(Worker).where(
+                Worker.last_seen >= now - online_window)) or 0
+            busy = sum(max(0.0, estimator.seconds(j.requirements) - (now - (j.started_at or now)))
+                       for j in s.scalars(select(Job).where(Job.state.in_([str(x) for x in HELD]))))
+        etas = queue_etas(order, estimator, online, busy)
+        if user_id is None:
+            return etas
+        mine = {c.job_id for c in order if c.user_id == user_id}
+        return {job_id: value for job_id, value in etas.items() if job_id in mine}
 
     # --- workers ---------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ answered from the central queue and scoped to the workspace's owner."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -13,7 +12,6 @@ from sqlalchemy import func, select
 
 from comfymulti.db import transaction
 from comfymulti.errors import ComfyMultiError, InvalidInput
-from comfymulti.hub import workers
 from comfymulti.hub.access import get_hub, workspace_jobs, workspace_owner
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.files import resolve
@@ -27,7 +25,6 @@ from comfymulti.hub.workspaces.comfy_jobs import (
     status_object,
 )
 from comfymulti.models import Job, JobEvent, User
-from comfymulti.queue.eta import Estimator, queue_etas
 from comfymulti.queue.jobs import HELD, TERMINAL, JobState
 
 router = APIRouter(prefix="/u/{user}", tags=["workspace"])
@@ -216,16 +213,8 @@ async def post_history(request: Request, me: User = Depends(workspace_owner),
 
 
 def _etas(hub: HubContext, me: User) -> dict[str, tuple[int, float]]:
-    order = hub.queue.order()
-    with transaction(hub.factory) as s:
-        estimator = Estimator(s)
-        online = workers.online_count(s, hub.online_window)
-        now = time.time()
-        busy = sum(max(0.0, estimator.seconds(j.requirements) - (now - (j.started_at or now)))
-                   for j in s.scalars(select(Job).where(Job.state.in_([str(x) for x in HELD]))))
-    etas = queue_etas(order, estimator, online, busy)
-    mine = {c.job_id for c in order if c.user_id == me.id}
-    return {job_id: value for job_id, value in etas.items() if job_id in mine}
+    """Position and ETA of this user's queued jobs (positions count everyone's jobs)."""
+    return hub.queue.etas(hub.online_window, user_id=me.id)
 
 
 @router.get("/api/jobs")
