@@ -122,11 +122,26 @@ async def test_lease_expiring_too_often_fails_the_job_with_a_reason(live_hub) ->
     [job_id] = await _submit(url, harness.bearer("bob"), 1)
     client = HubClient(url, harness.worker_token())
     await client.register("flaky", tiny_catalog())
-    assert (await client.lease(wait=0)) is not None
-    assert (await client.lease(wait=3)) is not None  # second attempt after expiry
-    job = wait_for(lambda: (j := harness.ctx.queue.get(job_id)).state == "failed" and j)
-    assert "gave up after 2 attempts" in json.loads(job.error)["message"]
+    owner = harness.ctx.queue.get(job_id).user_id
+    with harness.ctx.bus.subscribe(owner) as sub:
+        assert (await client.lease(wait=0)) is not None
+        assert (await client.lease(wait=3)) is not None  # second attempt after expiry
+        job = wait_for(lambda: (j := harness.ctx.queue.get(job_id)).state == "failed" and j)
+        await asyncio.sleep(0.1)
+        told = _drain(sub)
+    # The owner's page hears it as from ComfyUI: an error, then the closing `executing null`.
+    assert told[-2:] == ["execution_error", "executing"], told
+    error = json.loads(job.error)
+    assert "gave up after 2 attempts" in error["exception_message"]
+    assert error["exception_type"] == "ComfyMultiError"  # the execution_error shape
     await client.aclose()
+
+
+def _drain(sub) -> list[str]:
+    types = []
+    while not sub.queue.empty():
+        types.append(sub.queue.get_nowait()["type"])
+    return [t for t in types if t != "queue_changed"]
 
 
 def _serve(config: Path) -> subprocess.Popen[bytes]:

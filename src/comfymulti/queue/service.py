@@ -317,13 +317,18 @@ class JobQueue:
             job = store.held_job(s, job_id, lease_id)
             self._drop_outputs(s, job)
             if job.attempts >= self.settings.max_attempts:
+                message = (error or {}).get("message", "the GPU worker could not run it")
                 job = store.finish(s, job_id, lease_id, JobState.FAILED, now=now,
-                                   reason="no attempts left", error=error)
+                                   reason="no attempts left",
+                                   error=hub_error(job_id, f"gave up after {job.attempts} "
+                                                           f"attempts: {message}"))
             else:
                 job = store.requeue(s, job_id, now=now, lease_id=lease_id,
                                     reason=(error or {}).get("message", "worker asked to retry"))
         self.wake_workers()
         self.notify_user(job.user_id)
+        if job.state == JobState.FAILED:
+            self._announce_end(job)
         return job
 
     def release(self, job_id: str, lease_id: str) -> Job:
@@ -351,19 +356,21 @@ class JobQueue:
         now = time.time()
         changed = 0
         touched: set[int] = set()
+        ended: list[Job] = []
         with transaction(self.factory) as s:
             for job in store.expired(s, now):
                 self._drop_outputs(s, job)
                 if job.cancel_requested:
-                    store.finish(s, job.id, job.lease_id or "", JobState.CANCELLED, now=now,
-                                 reason="cancelled; worker gone")
+                    ended.append(store.finish(s, job.id, job.lease_id or "",
+                                              JobState.CANCELLED, now=now,
+                                              reason="cancelled; worker gone"))
                 elif job.attempts >= self.settings.max_attempts:
-                    store.finish(
+                    ended.append(store.finish(
                         s, job.id, job.lease_id or "", JobState.FAILED, now=now,
                         reason="lease expired, no attempts left",
-                        error={"message": f"gave up after {job.attempts} attempts: "
-                                          "the worker stopped answering each time"},
-                    )
+                        error=hub_error(job.id, f"gave up after {job.attempts} attempts: "
+                                                "the GPU worker stopped answering each time"),
+                    ))
                 else:
                     store.requeue(s, job.id, now=now, reason="lease expired")
                 changed += 1
@@ -373,7 +380,22 @@ class JobQueue:
             self.wake_workers()
             for user_id in touched:
                 self.notify_user(user_id)
+            for job in ended:
+                self._announce_end(job)
         return changed
+
+    def _announce_end(self, job: Job) -> None:
+        """A job the hub ended without ComfyUI's word: tell the owner's page the way ComfyUI
+        would (terminal event, then `executing null`), so no progress bar hangs."""
+        if job.state == JobState.FAILED:
+            kind, data = "execution_error", json.loads(job.error or "{}")
+        else:
+            kind, data = "execution_interrupted", {"prompt_id": job.id, "node_id": None,
+                                                   "node_type": None, "executed": []}
+        for type_, payload in ((kind, {**data, "timestamp": int(time.time() * 1000)}),
+                               ("executing", {"node": None, "prompt_id": job.id})):
+            self.bus.publish(job.user_id, {"job_id": job.id, "client_id": job.client_id,
+                                           "type": type_, "data": payload})
 
     def on_start(self) -> None:
         """After a (re)start, held leases get one lease period for their workers to return."""
@@ -428,6 +450,13 @@ class JobQueue:
                 Job.worker_id == worker_id, Job.cancel_requested.is_(True),
                 Job.state.not_in([str(t) for t in TERMINAL]))))
         return {"cancel": sorted(cancel), "drain": bool(worker and worker.draining)}
+
+
+def hub_error(job_id: str, message: str) -> dict[str, Any]:
+    """A failure decided by the hub, in the shape of ComfyUI's execution_error."""
+    return {"prompt_id": job_id, "node_id": None, "node_type": None, "executed": [],
+            "exception_message": message, "exception_type": "ComfyMultiError",
+            "traceback": [], "current_inputs": {}, "current_outputs": []}
 
 
 def _merge_output(outputs: dict[str, Any], executed: dict[str, Any]) -> None:
