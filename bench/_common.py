@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,3 +31,57 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+class HubSite:
+    """A hub installed in a folder and driven through the real `comfymulti` command, as an
+    organiser would: config file, CLI for users and tokens, `serve` in its own process."""
+
+    def __init__(self, folder: str | Path, queue: dict[str, int] | None = None) -> None:
+        from tests.conftest import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = Path(folder) / "comfymulti.toml"
+        lines = ['data_dir = "data"', "[hub]", f"port = {self.port}", "[queue]"]
+        lines += [f"{key} = {value}" for key, value in (queue or {}).items()]
+        config.write_text("\n".join(lines) + "\n")
+        self.base = [sys.executable, "-m", "comfymulti", "--config", str(config)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run([*self.base, *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    def start(self, *args: str, wait_for: str | None = "/health") -> subprocess.Popen[bytes]:
+        """Run `comfymulti ARGS` (default: serve) in the background until close()."""
+        proc = subprocess.Popen([*self.base, *(args or ("serve",))],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes.append(proc)
+        if wait_for:
+            wait_http(self.url + wait_for)
+        return proc
+
+    def close(self) -> None:
+        for proc in reversed(self.processes):
+            proc.terminate()
+            proc.wait(15)
+
+    def __enter__(self) -> HubSite:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def wait_http(url: str, seconds: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")

@@ -11,54 +11,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import _common
 import httpx
 
 from comfymulti.worker.hub_client import HubClient
-from tests.conftest import free_port, simple_prompt, tiny_catalog
-
-
-@contextlib.contextmanager
-def hub_process(tmp: str) -> Iterator[tuple[str, str, str]]:
-    """`comfymulti serve` in its own process (as deployed): (url, user token, worker token)."""
-    port = free_port()
-    cfg = Path(tmp) / "comfymulti.toml"
-    cfg.write_text(f'data_dir = "data"\n[hub]\nport = {port}\n'
-                   "[queue]\nmax_queued_per_user = 10000\n")
-    base = [sys.executable, "-m", "comfymulti", "--config", str(cfg)]
-    subprocess.run([*base, "users", "add", "bench", "--password", "bench-pass"], check=True,
-                   capture_output=True)
-    api_token = subprocess.run([*base, "users", "token", "bench"], check=True,
-                               capture_output=True, text=True).stdout.strip()
-    token = subprocess.run([*base, "workers", "token"], check=True, capture_output=True,
-                           text=True).stdout.strip()
-    hub = subprocess.Popen([*base, "serve"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                httpx.get(url + "/health")
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        yield url, api_token, token
-    finally:
-        hub.terminate()
-        hub.wait(10)
+from tests.conftest import simple_prompt, tiny_catalog
 
 
 async def run(mode: str, jobs: int, poll_every: float) -> list[float]:
-    with tempfile.TemporaryDirectory() as tmp, hub_process(tmp) as (url, api_token, token):
+    with tempfile.TemporaryDirectory() as tmp, _common.HubSite(
+            tmp, {"max_queued_per_user": 10_000}) as site:
+        site.cli("users", "add", "bench", "--password", "bench-pass")
+        api_token = site.cli("users", "token", "bench")
+        token = site.cli("workers", "token")
+        site.start()
+        url = site.url
         received: dict[str, float] = {}
         stop = asyncio.Event()
 

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import _common
 import httpx
 
-from tests.conftest import free_port, simple_prompt
+from tests.conftest import simple_prompt
 
 COMFYUI_IDLE_MIB = 950  # one real ComfyUI 0.33.0 on CPU, idle (reference measurement)
 
@@ -31,40 +29,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        cfg = Path(tmp) / "comfymulti.toml"
-        cfg.write_text(f'data_dir = "data"\n[hub]\nport = {port}\n'
-                       f"[queue]\nmax_queued_per_user = {args.jobs}\n"
-                       f"max_queued_total = {args.jobs}\n")
-        base = [sys.executable, "-m", "comfymulti", "--config", str(cfg)]
-        subprocess.run([*base, "users", "add", "bench", "--password", "bench-pass-1"],
-                       check=True, capture_output=True)
-        token = subprocess.run([*base, "users", "token", "bench"], check=True,
-                               capture_output=True, text=True).stdout.strip()
-        hub = subprocess.Popen([*base, "serve"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as c:
-                for _ in range(200):
-                    try:
-                        c.get("/health")
-                        break
-                    except httpx.TransportError:
-                        time.sleep(0.1)
-                c.get("/api/v1/jobs")  # warm the routes once
-                time.sleep(1)
-                idle = rss_mib(hub.pid)
-                t0 = time.perf_counter()
-                for _ in range(args.jobs):
-                    c.post("/api/v1/jobs", json={"prompt": simple_prompt()}).raise_for_status()
-                submit_s = time.perf_counter() - t0
-                c.get("/metrics")
-                loaded = rss_mib(hub.pid)
-        finally:
-            hub.terminate()
-            hub.wait(10)
+    with tempfile.TemporaryDirectory() as tmp, _common.HubSite(
+            tmp, {"max_queued_per_user": args.jobs, "max_queued_total": args.jobs}) as site:
+        site.cli("users", "add", "bench", "--password", "bench-pass-1")
+        token = site.cli("users", "token", "bench")
+        hub = site.start()
+        with httpx.Client(base_url=site.url, headers={"Authorization": f"Bearer {token}"}) as c:
+            c.get("/api/v1/jobs")  # warm the routes once
+            time.sleep(1)
+            idle = rss_mib(hub.pid)
+            t0 = time.perf_counter()
+            for _ in range(args.jobs):
+                c.post("/api/v1/jobs", json={"prompt": simple_prompt()}).raise_for_status()
+            submit_s = time.perf_counter() - t0
+            c.get("/metrics")
+            loaded = rss_mib(hub.pid)
     rows = [["hub idle", f"{idle:.0f}", f"{idle / COMFYUI_IDLE_MIB:.2f}"],
             [f"hub, {args.jobs} queued", f"{loaded:.0f}", f"{loaded / COMFYUI_IDLE_MIB:.2f}"],
             ["baseline: 1 ComfyUI per user, idle", str(COMFYUI_IDLE_MIB), "1.00"]]

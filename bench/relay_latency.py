@@ -35,16 +35,6 @@ FAKE = ("import sys, time; from tests.fakes.comfyui import FakeComfyUI; "
         "print('ready', flush=True); time.sleep(10**6)")
 
 
-def _wait_http(url: str) -> None:
-    for _ in range(300):
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
 async def measure(url: str, user: str, token: str, jobs: int) -> list[float]:
     latencies: list[float] = []
     ws_url = url.replace("http", "ws") + f"/u/{user}/ws?clientId=bench"
@@ -74,40 +64,25 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100)
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
-    procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        port, comfy_port = free_port(), free_port()
-        cfg = Path(tmp) / "comfymulti.toml"
-        cfg.write_text(f'data_dir = "data"\n[hub]\nport = {port}\n'
-                       "[queue]\nmax_queued_per_user = 1000\n")
-        base = [sys.executable, "-m", "comfymulti", "--config", str(cfg)]
-        subprocess.run([*base, "users", "add", "bench", "--password", "bench-pass"],
-                       check=True, capture_output=True)
-        token = subprocess.run([*base, "users", "token", "bench"], check=True,
-                               capture_output=True, text=True).stdout.strip()
-        wtoken = subprocess.run([*base, "workers", "token"], check=True, capture_output=True,
-                                text=True).stdout.strip()
-        url = f"http://127.0.0.1:{port}"
-        comfy = f"http://127.0.0.1:{comfy_port}"
-        try:
-            procs.append(subprocess.Popen([*base, "serve"], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
-            procs.append(subprocess.Popen([sys.executable, "-c", FAKE, str(comfy_port)],
-                                          cwd=root, stdout=subprocess.DEVNULL))
-            _wait_http(url + "/health")
-            _wait_http(comfy + "/system_stats")
-            procs.append(subprocess.Popen(
-                [*base, "worker", "--hub", url, "--token", wtoken, "--comfyui", comfy],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            for _ in range(300):
-                if httpx.get(url + "/health").json()["workers_online"]:
-                    break
-                time.sleep(0.1)
-            latencies = asyncio.run(measure(url, "bench", token, args.jobs))
-        finally:
-            for proc in reversed(procs):
-                proc.terminate()
-                proc.wait(15)
+    comfy_port = free_port()
+    comfy = f"http://127.0.0.1:{comfy_port}"
+    with tempfile.TemporaryDirectory() as tmp, _common.HubSite(
+            tmp, {"max_queued_per_user": 1000}) as site:
+        site.cli("users", "add", "bench", "--password", "bench-pass")
+        token = site.cli("users", "token", "bench")
+        worker_token = site.cli("workers", "token")
+        site.start()
+        fake = subprocess.Popen([sys.executable, "-c", FAKE, str(comfy_port)], cwd=root,
+                                stdout=subprocess.DEVNULL)
+        site.processes.append(fake)
+        _common.wait_http(comfy + "/system_stats")
+        site.start("worker", "--hub", site.url, "--token", worker_token, "--comfyui", comfy,
+                   wait_for=None)
+        for _ in range(300):
+            if httpx.get(site.url + "/health").json()["workers_online"]:
+                break
+            time.sleep(0.1)
+        latencies = asyncio.run(measure(site.url, "bench", token, args.jobs))
     # The predecessor polled /history every 2 s: an event waited 1 s on average, up to 2 s.
     rows = [["ComfyMulti (WebSocket relay)", len(latencies),
              f"{_common.pct(latencies, 50):.1f}", f"{_common.pct(latencies, 99):.1f}"],

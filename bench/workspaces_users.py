@@ -15,8 +15,6 @@ import gzip
 import json
 import os
 import random
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,9 +23,8 @@ import _common
 import httpx
 import websockets
 
-from comfymulti.hub.catalog import catalog_hash
 from comfymulti.worker.hub_client import HubClient
-from tests.conftest import SHARED, free_port
+from tests.conftest import SHARED
 
 COMFYUI_IDLE_MIB = 950  # one real ComfyUI 0.33.0 on CPU, idle (reference measurement)
 STARTUP = ["api/features", "api/users", "api/system_stats", "api/settings",
@@ -92,50 +89,31 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        cfg = Path(tmp) / "comfymulti.toml"
-        cfg.write_text(f'data_dir = "data"\n[hub]\nport = {port}\n')
-        base = [sys.executable, "-m", "comfymulti", "--config", str(cfg)]
+    with tempfile.TemporaryDirectory() as tmp, _common.HubSite(tmp) as site:
         passwords = {}
         for i in range(1, args.users + 1):
             name = f"user{i:03d}"
-            pw = f"pw-{name}-bench"
-            subprocess.run([*base, "users", "add", name, "--password", pw], check=True,
-                           capture_output=True)
-            passwords[name] = pw
-        token = subprocess.run([*base, "workers", "token"], check=True, capture_output=True,
-                               text=True).stdout.strip()
-        hub = subprocess.Popen([*base, "serve"], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(200):
-                try:
-                    httpx.get(url + "/health")
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            info = json.loads(gzip.decompress(
-                (SHARED / "data/comfyui/object_info-0.33.0.json.gz").read_bytes()))
-            catalog = {"object_info": info, "models": {}}
+            passwords[name] = f"pw-{name}-bench"
+            site.cli("users", "add", name, "--password", passwords[name])
+        token = site.cli("workers", "token")
+        hub = site.start()
+        url = site.url
+        info = json.loads(gzip.decompress(
+            (SHARED / "data/comfyui/object_info-0.33.0.json.gz").read_bytes()))
+        catalog = {"object_info": info, "models": {}}
 
-            async def register() -> None:
-                client = HubClient(url, token)
-                await client.register("bench-gpu", catalog)
-                await client.aclose()
+        async def register() -> None:
+            client = HubClient(url, token)
+            await client.register("bench-gpu", catalog)
+            await client.aclose()
 
-            asyncio.run(register())
-            assert catalog_hash(catalog)
-            time.sleep(1)
-            idle_rss, cpu0 = proc_stats(hub.pid)
-            t0 = time.monotonic()
-            requests = asyncio.run(run(url, passwords, args.seconds))
-            wall = time.monotonic() - t0
-            rss, cpu1 = proc_stats(hub.pid)
-        finally:
-            hub.terminate()
-            hub.wait(10)
+        asyncio.run(register())
+        time.sleep(1)
+        idle_rss, cpu0 = proc_stats(hub.pid)
+        t0 = time.monotonic()
+        requests = asyncio.run(run(url, passwords, args.seconds))
+        wall = time.monotonic() - t0
+        rss, cpu1 = proc_stats(hub.pid)
     cpu_pct = (cpu1 - cpu0) / wall * 100
     baseline = args.users * COMFYUI_IDLE_MIB
     rows = [
