@@ -93,6 +93,13 @@ def test_users_lifecycle_and_credentials_sheet(tmp_path: Path) -> None:
     assert run(*cfg, "users", "remove", "nobody").returncode == 1
     token = run(*cfg, "users", "token", "user005").stdout.strip()
     assert token.startswith("cmu_")
+    assert "revoked 1 token" in run(*cfg, "users", "token", "user005", "--revoke").stdout
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(tmp_path / "data/comfymulti.db")) as db:
+        revoked = db.execute("SELECT revoked_at FROM api_tokens").fetchall()
+    assert [r[0] is not None for r in revoked] == [True]
 
 
 def test_worker_tokens(tmp_path: Path) -> None:
