@@ -63,6 +63,11 @@ class QueueSettings(_Section):
         25.0, gt=0, le=120, description="Longest a worker's lease request waits for work."
     )
 
+    @property
+    def online_window(self) -> float:
+        """A worker counts as online if seen within this many seconds."""
+        return self.lease_seconds + self.long_poll_seconds
+
 
 class FilesSettings(_Section):
     max_upload_bytes: int = Field(

@@ -40,7 +40,8 @@ def build_context(settings: Settings) -> HubContext:
     factory = session_factory(engine)
     bus = EventBus()
     metrics = Metrics()
-    queue = JobQueue(factory, settings.queue, settings.data_dir, bus, metrics, CatalogCache())
+    queue = JobQueue(factory, settings.queue, settings.data_dir, bus, metrics,
+                     CatalogCache(settings.queue.online_window))
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
                      login_limiter=RateLimiter(max_failures=10, window=300.0))

@@ -7,6 +7,7 @@ every model file it names (a combo value that looks like a model file).
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import json
@@ -76,6 +77,32 @@ def _combo_options(spec: Any) -> list[Any] | None:
         options = spec[1].get("options")
         return options if isinstance(options, list) else None
     return None
+
+
+def merge_catalogs(catalogs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One catalog offering what any of `catalogs` offers: node types, combo options (model
+    files) and model lists are unions; the first catalog's definitions win otherwise."""
+    if len(catalogs) <= 1:
+        return catalogs[0] if catalogs else {"object_info": {}, "models": {}}
+    merged_info: dict[str, Any] = {}
+    for catalog in catalogs:
+        for class_type, node_def in catalog.get("object_info", {}).items():
+            if class_type not in merged_info:
+                merged_info[class_type] = copy.deepcopy(node_def)
+                continue
+            inputs = merged_info[class_type].get("input", {})
+            for group in ("required", "optional"):
+                for name, spec in (node_def.get("input", {}).get(group) or {}).items():
+                    mine = (inputs.get(group) or {}).get(name)
+                    ours, theirs = _combo_options(mine), _combo_options(spec)
+                    if ours is not None and theirs is not None:
+                        ours.extend(o for o in theirs if o not in ours)
+    models: dict[str, list[str]] = {}
+    for catalog in catalogs:
+        for folder, files in (catalog.get("models") or {}).items():
+            models.setdefault(folder, [])
+            models[folder].extend(f for f in files if f not in models[folder])
+    return {"object_info": merged_info, "models": models}
 
 
 @dataclass

@@ -28,4 +28,4 @@ class HubContext:
     @property
     def online_window(self) -> float:
         """A worker counts as online if seen within this many seconds."""
-        return self.settings.queue.lease_seconds + self.settings.queue.long_poll_seconds
+        return self.settings.queue.online_window

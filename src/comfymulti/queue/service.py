@@ -12,6 +12,7 @@ import json
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from comfymulti.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from comfymulti.hub.catalog import (
     CatalogIndex,
     check_prompt_shape,
+    merge_catalogs,
     requirements,
     requirements_key,
     unpack,
@@ -470,12 +472,15 @@ def _merge_output(outputs: dict[str, Any], executed: dict[str, Any]) -> None:
 
 
 class CatalogCache:
-    """Parsed catalogs by hash; a catalog never changes once stored, so caching is safe."""
+    """Parsed catalogs by hash (a stored catalog never changes, so caching is safe), and the
+    catalog participants see: what the workers online now offer together."""
 
-    def __init__(self) -> None:
+    def __init__(self, online_window: float, keep: int = 8) -> None:
+        self.online_window = online_window
+        self._keep = keep
         self._indexes: dict[str, CatalogIndex] = {}
-        self._raw: tuple[str, dict[str, Any]] | None = None
-        self._json: tuple[int, bytes] | None = None
+        self._parsed: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._current: tuple[tuple[str, ...], dict[str, Any], bytes | None] | None = None
 
     def index(self, s: Session, catalog_hash: str) -> CatalogIndex | None:
         if not catalog_hash:
@@ -488,27 +493,42 @@ class CatalogCache:
         return self._indexes[catalog_hash]
 
     def catalog(self, s: Session, catalog_hash: str) -> dict[str, Any] | None:
-        """The whole catalog (the most recent one is kept parsed)."""
-        if self._raw is not None and self._raw[0] == catalog_hash:
-            return self._raw[1]
+        if catalog_hash in self._parsed:
+            self._parsed.move_to_end(catalog_hash)
+            return self._parsed[catalog_hash]
         row = s.get(Catalog, catalog_hash)
         if row is None:
             return None
-        self._raw = (catalog_hash, unpack(row.data))
-        return self._raw[1]
+        self._parsed[catalog_hash] = unpack(row.data)
+        while len(self._parsed) > self._keep:
+            self._parsed.popitem(last=False)
+        return self._parsed[catalog_hash]
+
+    def _current_hashes(self, s: Session) -> tuple[str, ...]:
+        since = time.time() - self.online_window
+        online = s.scalars(select(Worker.catalog_hash).distinct().where(
+            Worker.catalog_hash != "", Worker.last_seen >= since)).all()
+        if online:
+            return tuple(sorted(online))
+        # No GPU up: the last known catalog, so people can prepare workflows anyway.
+        last = s.scalar(select(Worker.catalog_hash).where(Worker.catalog_hash != "")
+                        .order_by(Worker.last_seen.desc()).limit(1))
+        return (last,) if last else ()
 
     def current(self, s: Session) -> dict[str, Any]:
-        """The catalog of the worker seen last: what participants build workflows against,
-        also while no worker is online (so they can prepare before the GPUs are up)."""
-        catalog_hash = s.scalar(select(Worker.catalog_hash).where(Worker.catalog_hash != "")
-                                .order_by(Worker.last_seen.desc()).limit(1))
-        found = self.catalog(s, catalog_hash) if catalog_hash else None
-        return found or {"object_info": {}, "models": {}}
+        """Every node type and model any online worker offers (the scheduler still sends each
+        job only to a worker that can run it)."""
+        hashes = self._current_hashes(s)
+        if self._current is None or self._current[0] != hashes:
+            catalogs = [c for h in hashes if (c := self.catalog(s, h)) is not None]
+            self._current = (hashes, merge_catalogs(catalogs), None)
+        return self._current[1]
 
     def current_object_info_json(self, s: Session) -> bytes:
         """object_info of `current()` as JSON bytes, serialised once per catalog (≈1.6 MB)."""
         catalog = self.current(s)
-        key = id(catalog)
-        if self._json is None or self._json[0] != key:
-            self._json = (key, json.dumps(catalog["object_info"]).encode())
-        return self._json[1]
+        assert self._current is not None
+        if self._current[2] is None:
+            self._current = (self._current[0], catalog,
+                             json.dumps(catalog["object_info"]).encode())
+        return self._current[2]  # type: ignore[return-value]

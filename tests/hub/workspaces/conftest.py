@@ -28,7 +28,8 @@ def real_catalog() -> dict[str, Any]:
 _CATALOG = real_catalog()
 
 
-def give_catalog(harness: Any, catalog: dict[str, Any] | None = None) -> None:
+def give_catalog(harness: Any, catalog: dict[str, Any] | None = None,
+                 name: str = "gpu-1") -> None:
     """Register a worker with the catalog directly (no worker process needed)."""
     from comfymulti.hub.catalog import catalog_hash
 
@@ -36,7 +37,7 @@ def give_catalog(harness: Any, catalog: dict[str, Any] | None = None) -> None:
     with transaction(harness.ctx.factory) as s:
         token = workers.authenticate(s, harness.worker_token())
         worker, _ = workers.register(s, token, RegisterRequest(
-            name="gpu-1", catalog_hash=catalog_hash(catalog), gpu="Fake GPU",
+            name=name, catalog_hash=catalog_hash(catalog), gpu="Fake GPU",
             vram_total=80 * 2**30, comfyui_version="0.33.0"))
         workers.store_catalog(s, worker, catalog_hash(catalog), catalog)
 
