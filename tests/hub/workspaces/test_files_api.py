@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from tests.conftest import HubHarness
 from tests.fakes.media import make_mp4, make_png, make_webp
+from tests.hub.workspaces.test_userdata import Workspace as UserdataWorkspace
 from tests.hub.workspaces.test_userdata import files_under
 
 U2 = "/u/user002"
@@ -24,13 +25,9 @@ PNG = make_png(8, 8, 0xFF0000, text={"prompt": "{}"})
 OTHER_PNG = make_png(8, 8, 0x00FF00)
 
 
-class Workspace:
+class Workspace(UserdataWorkspace):
     def __init__(self, harness: HubHarness, client: TestClient) -> None:
-        self.harness, self.client = harness, client
-        harness.user("user002")
-        harness.user("user003")
-        self.auth = harness.bearer("user002")
-        self.data_dir: Path = harness.ctx.settings.data_dir
+        super().__init__(harness, client)
         self.root = self.data_dir / "users/user002"
 
     def put(self, kind: str, rel: str, data: bytes) -> Path:

@@ -4,6 +4,7 @@ answered from the central queue and scoped to the workspace's owner."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -39,11 +40,23 @@ def _comfy_error(exc: ComfyMultiError) -> JSONResponse:
                         status_code=exc.status_code)
 
 
-def _output_nodes(hub: HubContext, prompt: dict[str, Any]) -> list[str]:
+def _output_nodes(hub: HubContext) -> Callable[[Job], list[str]]:
+    """A function giving a job's output node ids; reads the catalog once per request."""
     with transaction(hub.factory) as s:
         info = hub.queue.catalogs.current(s)["object_info"]
-    return [n for n, node in prompt.items()
-            if info.get(node.get("class_type"), {}).get("output_node")]
+
+    def of(job: Job) -> list[str]:
+        return [n for n, node in json.loads(job.prompt).items()
+                if info.get(node.get("class_type"), {}).get("output_node")]
+
+    return of
+
+
+async def _object_body(request: Request) -> dict[str, Any]:
+    body = await read_json(request, 1024 * 1024)
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be an object")
+    return body
 
 
 @router.post("/api/prompt")
@@ -113,18 +126,15 @@ async def get_queue(me: User = Depends(workspace_owner), hub: HubContext = Depen
             Job.state.in_([str(x) for x in (JobState.QUEUED, *HELD)])).order_by(Job.seq)).all()
     running = [j for j in jobs if j.state == JobState.RUNNING]
     pending = [j for j in jobs if j.state != JobState.RUNNING]
-    return {"queue_running": [queue_item(j, _output_nodes(hub, json.loads(j.prompt)))
-                              for j in running],
-            "queue_pending": [queue_item(j, _output_nodes(hub, json.loads(j.prompt)))
-                              for j in pending]}
+    outputs_of = _output_nodes(hub)
+    return {"queue_running": [queue_item(j, outputs_of(j)) for j in running],
+            "queue_pending": [queue_item(j, outputs_of(j)) for j in pending]}
 
 
 @router.post("/api/queue")
 async def post_queue(request: Request, me: User = Depends(workspace_owner),
                      hub: HubContext = Depends(get_hub)) -> Response:
-    body = await read_json(request, 1024 * 1024)
-    if not isinstance(body, dict):
-        raise InvalidInput("body must be an object")
+    body = await _object_body(request)
     with transaction(hub.factory) as s:
         stmt = workspace_jobs(me).where(Job.state.in_([str(x) for x in
                                                        (JobState.QUEUED, JobState.LEASED)]))
@@ -179,8 +189,8 @@ async def get_history(max_items: int | None = Query(None, ge=0), offset: int = Q
             stmt = stmt.order_by(Job.seq).offset(offset)
             jobs = list(s.scalars(stmt.limit(max_items) if max_items is not None else stmt))
         events = _events(s, [j.id for j in jobs])
-    return {j.id: history_entry(j, events.get(j.id, []), _output_nodes(hub, json.loads(j.prompt)))
-            for j in jobs}
+    outputs_of = _output_nodes(hub)
+    return {j.id: history_entry(j, events.get(j.id, []), outputs_of(j)) for j in jobs}
 
 
 @router.get("/api/history/{prompt_id}")
@@ -191,17 +201,14 @@ async def get_history_one(prompt_id: str, me: User = Depends(workspace_owner),
         if job is None or job.state not in TERMINAL:
             return {}
         events = _events(s, [job.id])
-    return {job.id: history_entry(job, events.get(job.id, []),
-                                  _output_nodes(hub, json.loads(job.prompt)))}
+    return {job.id: history_entry(job, events.get(job.id, []), _output_nodes(hub)(job))}
 
 
 @router.post("/api/history")
 async def post_history(request: Request, me: User = Depends(workspace_owner),
                        hub: HubContext = Depends(get_hub)) -> Response:
     """Delete finished entries from this user's history (their files stay)."""
-    body = await read_json(request, 1024 * 1024)
-    if not isinstance(body, dict):
-        raise InvalidInput("body must be an object")
+    body = await _object_body(request)
     with transaction(hub.factory) as s:
         stmt = workspace_jobs(me).where(Job.state.in_([str(t) for t in TERMINAL]))
         if not body.get("clear"):
