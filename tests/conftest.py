@@ -22,9 +22,9 @@ from starlette.testclient import TestClient
 
 from comfymulti.config import Settings, load_settings
 from comfymulti.db import transaction
-from comfymulti.hub import users, workers
 from comfymulti.hub.app import create_app
 from comfymulti.hub.context import HubContext
+from comfymulti.hub.services import users, workers
 from comfymulti.queue.jobs import Role
 
 # The workplace's shared data, beside the repository (or where COMFYMULTI_SHARED points).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -12,14 +11,15 @@ from rich.console import Console
 from rich.table import Table
 
 from comfymulti import __version__
-from comfymulti.config import Settings, find_config, load_settings, write_config
+from comfymulti.config import write_config
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.errors import ComfyMultiError
-from comfymulti.hub import templates
-from comfymulti.hub import users as user_service
-from comfymulti.hub import workers as worker_service
+from comfymulti.hub.services import templates
+from comfymulti.hub.services import users as user_service
+from comfymulti.hub.services import workers as worker_service
+from comfymulti.invocation import settings, state
 from comfymulti.queue import store
-from comfymulti.queue.jobs import Role
+from comfymulti.queue.jobs import Policy, Role, policy_choices
 from comfymulti.worker.command import worker
 
 app = typer.Typer(help="ComfyMulti: multi-user ComfyUI for workshops.", no_args_is_help=True,
@@ -38,15 +38,6 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class _State:
-    config: Path | None = None
-    verbose: bool = False
-    settings: Settings | None = None
-
-
-state = _State()
-
-
 @app.callback()
 def _root(
     config: Annotated[Path | None, typer.Option(
@@ -56,12 +47,6 @@ def _root(
 ) -> None:
     state.config = config
     state.verbose = verbose
-
-
-def settings() -> Settings:
-    if state.settings is None:
-        state.settings = load_settings(find_config(state.config))
-    return state.settings
 
 
 def _factory():  # type: ignore[no-untyped-def]
@@ -108,9 +93,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port (config: hub.port).")] = None,
 ) -> None:
     """Run the hub in the foreground; stops cleanly on SIGTERM or Ctrl-C."""
-    import uvicorn
-
     from comfymulti import log
+    from comfymulti.hub import server
     from comfymulti.hub.app import create_app
 
     cfg = settings()
@@ -122,10 +106,7 @@ def serve(
     application = create_app(cfg)
     ensure_admin(application.state.hub.factory, cfg.public_url)
     out.print(f"ComfyMulti hub on {cfg.public_url}/  (data: {cfg.data_dir})")
-    # uvicorn shuts down gracefully, then re-raises the signal it caught; exit 0 for that.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(application, host=cfg.hub.host, port=cfg.hub.port, log_config=None,
-                timeout_graceful_shutdown=5)
+    server.serve(application, cfg.hub.host, cfg.hub.port)
 
 
 # --- users -----------------------------------------------------------------------------------
@@ -268,15 +249,13 @@ def workers_revoke(token: Annotated[str, typer.Argument(help="Token id or name."
 
 @queue_app.command("policy")
 def queue_policy(
-    policy: Annotated[str | None, typer.Argument(help="fifo, fair or priority.")] = None,
+    policy: Annotated[Policy | None, typer.Argument(help=policy_choices())] = None,
 ) -> None:
     """Show or set the scheduling policy (takes effect at once, also on a running hub)."""
     with transaction(_factory()) as s:
         if policy is not None:
-            if policy not in ("fifo", "fair", "priority"):
-                raise typer.BadParameter("use fifo, fair or priority")
-            store.set_state(s, "policy", policy)
-        current = store.get_state(s, "policy") or settings().queue.policy
+            store.set_policy(s, policy)
+        current = store.get_policy(s, settings().queue.policy)
     out.print(current)
 
 

@@ -10,18 +10,16 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from comfymulti.errors import ConfigError
+from comfymulti.queue.jobs import Policy, policy_choices
 
 CONFIG_ENV = "COMFYMULTI_CONFIG"
 CONFIG_NAME = "comfymulti.toml"
-
-Policy = Literal["fifo", "fair", "priority"]
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,9 +44,7 @@ class StoreSettings(_Section):
 
 
 class QueueSettings(_Section):
-    policy: Policy = Field(
-        "fair", description="fifo | fair (round-robin between users) | priority."
-    )
+    policy: Policy = Field(Policy.FAIR, description=policy_choices())
     lease_seconds: float = Field(
         30.0, gt=0, description="A worker must renew its lease within this time."
     )

@@ -107,9 +107,13 @@ class ComfyUIError(ComfyMultiError):
     error_type = "comfyui_error"
 
 
-def error_body(exc: ComfyMultiError) -> dict[str, object]:
+def error_shape(type_: str, message: str, details: object = None) -> dict[str, object]:
     """The single JSON error shape of the hub's own routes."""
-    body: dict[str, object] = {"type": exc.error_type, "message": exc.message}
-    if exc.details:
-        body["details"] = exc.details
+    body: dict[str, object] = {"type": type_, "message": message}
+    if details:
+        body["details"] = details
     return {"error": body}
+
+
+def error_body(exc: ComfyMultiError) -> dict[str, object]:
+    return error_shape(exc.error_type, exc.message, exc.details)

@@ -8,9 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from comfymulti.queue.jobs import JobState
+from comfymulti.queue.jobs import JobState, Policy
 
-POLICIES = ("fifo", "fair", "priority")
 _BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
@@ -39,8 +38,8 @@ class Metrics:
                                       registry=self.registry)
         self.dispatched = Counter("comfymulti_dispatch", "Jobs leased to workers, by policy.",
                                   ["policy"], registry=self.registry)
-        for policy in POLICIES:
-            self.dispatched.labels(policy=policy)
+        for policy in Policy:
+            self.dispatched.labels(policy=str(policy))
         self.wait_seconds = Histogram("comfymulti_job_wait_seconds",
                                       "Submit to first lease.", buckets=_BUCKETS,
                                       registry=self.registry)

@@ -19,10 +19,10 @@ WORKER_ID_HEADER = "X-Worker-Id"
 
 class RegisterRequest(BaseModel):
     name: str = Field(min_length=1, max_length=128)
-    comfyui_version: str = ""
-    gpu: str = ""
-    vram_total: int = 0
-    catalog_hash: str = ""
+    comfyui_version: str = Field("", max_length=64)
+    gpu: str = Field("", max_length=256)
+    vram_total: int = Field(0, ge=0, le=2**50, description="bytes")
+    catalog_hash: str = Field("", max_length=64)
 
 
 class RegisterResponse(BaseModel):
@@ -42,13 +42,13 @@ class LeasedJob(BaseModel):
 
 
 class Event(BaseModel):
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=2**53)
     type: str = Field(min_length=1, max_length=64)
     data: dict[str, Any] = {}
 
 
 class EventsRequest(BaseModel):
-    lease_id: str
+    lease_id: str = Field(max_length=64)
     events: list[Event] = Field(max_length=1000)
 
 
@@ -66,11 +66,11 @@ class RenewResponse(BaseModel):
 
 
 class LeaseRef(BaseModel):
-    lease_id: str
+    lease_id: str = Field(max_length=64)
 
 
 class CompleteRequest(BaseModel):
-    lease_id: str
+    lease_id: str = Field(max_length=64)
     status: Literal["success", "error", "interrupted", "retry"]
     error: dict[str, Any] | None = None
 

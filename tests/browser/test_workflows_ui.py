@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from comfymulti.hub import templates
+from comfymulti.hub.services import templates
 from tests.browser.conftest import SCREENSHOTS, login, unexpected
 from tests.conftest import HubHarness, LiveServer
 from tests.hub.workspaces.conftest import give_catalog

@@ -65,7 +65,7 @@ def test_unknown_or_missing_user(hub, headers: dict[str, str]) -> None:
 
 
 def test_wrong_password_and_disabled_user(hub) -> None:
-    from comfymulti.hub.users import set_disabled
+    from comfymulti.hub.services.users import set_disabled
 
     harness, client = hub
     harness.user("u1")
@@ -91,7 +91,7 @@ def test_wrong_or_missing_worker_token(hub, headers: dict[str, str]) -> None:
 
 
 def test_revoked_worker_token_is_refused(hub) -> None:
-    from comfymulti.hub.workers import revoke_token
+    from comfymulti.hub.services.workers import revoke_token
 
     harness, client = hub
     token = harness.worker_token("gpu")
@@ -112,7 +112,7 @@ def test_path_traversal_in_worker_file_names(hub, name: str) -> None:
     reg = client.post("/worker/v1/register", json={"name": "w", "catalog_hash": "x"},
                       headers=auth).json()
     headers = {**auth, "X-Worker-Id": reg["worker_id"]}
-    from comfymulti.hub.catalog import catalog_hash, pack
+    from comfymulti.catalog.codec import catalog_hash, pack
     from tests.conftest import tiny_catalog
 
     cat = tiny_catalog()

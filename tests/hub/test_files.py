@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from comfymulti.errors import Forbidden, InvalidInput
-from comfymulti.hub.files import free_name, is_active, media_type, place, resolve, staging_path
+from comfymulti.userfiles import free_name, is_active, media_type, place, resolve, staging_path
 
 
 def test_resolve_inside_user_folder(tmp_path: Path) -> None:

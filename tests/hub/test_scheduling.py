@@ -5,6 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
+from comfymulti.catalog.prompt import Submission
 from comfymulti.errors import QuotaExceeded
 from comfymulti.queue.jobs import Role
 from comfymulti.worker.hub_client import HubClient
@@ -20,7 +21,7 @@ def anyio_backend() -> str:
 
 def _user(harness, name: str, role: Role = Role.PARTICIPANT):
     from comfymulti.db import transaction
-    from comfymulti.hub.users import get_user
+    from comfymulti.hub.services.users import get_user
 
     harness.user(name, role)
     with transaction(harness.ctx.factory) as s:
@@ -53,9 +54,9 @@ async def test_fair_round_robin_and_instructor_first(live_hub) -> None:
     a, b, c = (_user(harness, n) for n in ("a", "b", "c"))
     for user, count in ((a, 10), (b, 3), (c, 1)):
         for _ in range(count):
-            harness.ctx.queue.submit(user, simple_prompt())
+            harness.ctx.queue.submit(user, Submission(simple_prompt(), {}))
     teacher = _user(harness, "teacher", Role.INSTRUCTOR)
-    harness.ctx.queue.submit(teacher, simple_prompt())
+    harness.ctx.queue.submit(teacher, Submission(simple_prompt(), {}))
     names = await _drain_order(url, harness, 15)
     assert names[:9] == ["teacher", "a", "b", "c", "a", "b", "a", "b", "a"]
     assert names[9:] == ["a"] * 6
@@ -65,7 +66,7 @@ async def test_policy_change_takes_effect_while_running(live_hub) -> None:
     harness, url = live_hub()
     a, b = _user(harness, "a"), _user(harness, "b")
     for user in (a, a, a, b):
-        harness.ctx.queue.submit(user, simple_prompt())
+        harness.ctx.queue.submit(user, Submission(simple_prompt(), {}))
     harness.ctx.queue.set_policy("fifo")
     assert await _drain_order(url, harness, 2) == ["a", "a"]
     harness.ctx.queue.set_policy("fair")
@@ -76,13 +77,13 @@ async def test_admin_run_next_and_per_user_and_global_caps(make_hub) -> None:
     harness = make_hub(queue={"max_queued_per_user": 2, "max_queued_total": 3})
     a, b = _user(harness, "a"), _user(harness, "b")
     q = harness.ctx.queue
-    q.submit(a, simple_prompt())
-    q.submit(a, simple_prompt())
+    q.submit(a, Submission(simple_prompt(), {}))
+    q.submit(a, Submission(simple_prompt(), {}))
     with pytest.raises(QuotaExceeded, match="2 jobs waiting"):
-        q.submit(a, simple_prompt())
-    last = q.submit(b, simple_prompt())
+        q.submit(a, Submission(simple_prompt(), {}))
+    last = q.submit(b, Submission(simple_prompt(), {}))
     with pytest.raises(QuotaExceeded, match="queue is full"):
-        q.submit(b, simple_prompt())
+        q.submit(b, Submission(simple_prompt(), {}))
     q.run_next(last)
     assert q.order()[0].job_id == last.id
     await anyio.sleep(0)

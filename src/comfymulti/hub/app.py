@@ -9,24 +9,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
 
 from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
-from comfymulti.errors import ComfyMultiError, error_body
-from comfymulti.hub import admin, health, jobs_api, templates_api, worker_api, workers
+from comfymulti.events import EventBus
+from comfymulti.hub.api import admin, health, jobs, templates, worker
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.events import EventBus
-from comfymulti.hub.ratelimit import RateLimiter
+from comfymulti.hub.web import errors
+from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, userdata, ws
 from comfymulti.hub.workspaces.aliases import ApiAliases
 from comfymulti.hub.workspaces.ws import Sockets
 from comfymulti.metrics import Metrics
-from comfymulti.queue import store
-from comfymulti.queue.service import CatalogCache, JobQueue
+from comfymulti.queue import fleet, store
+from comfymulti.queue.catalogs import CatalogCache
+from comfymulti.queue.service import JobQueue
 
 log = logging.getLogger("comfymulti.hub")
 
@@ -52,7 +50,7 @@ def build_context(settings: Settings) -> HubContext:
 
     def workers_online() -> int:
         with transaction(factory) as s:
-            return workers.online_count(s, hub.online_window)
+            return fleet.online_count(s, hub.online_window)
 
     metrics.watch(jobs_by_state, workers_online)
     return hub
@@ -80,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             reaper.cancel()
+            hub.queue.close()
             hub.engine.dispose()
 
     app = FastAPI(title="ComfyMulti hub", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -87,32 +86,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.hub = hub
     app.add_middleware(ApiAliases)
     app.state.sockets = Sockets()
-    for router in (health.router, worker_api.router, jobs_api.router, admin.router,
-                   templates_api.router,
+    for router in (health.router, worker.router, jobs.router, admin.router, templates.router,
                    frontend.router, env_api.router, run_api.router, ws.router,
                    userdata.router, files_api.router):
         app.include_router(router)
     frontend.add_static_fallback(app.router)  # last: every API route wins over static files
 
-    @app.exception_handler(ComfyMultiError)
-    async def _ours(_request: Request, exc: ComfyMultiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Basic realm="ComfyMulti"'} if exc.status_code == 401 \
-            else None
-        return JSONResponse(error_body(exc), status_code=exc.status_code, headers=headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(
-            {"error": {"type": "invalid_input", "message": f"{where}: {first.get('msg', '')}"}},
-            status_code=400,
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": {"type": kind, "message": str(exc.detail)}},
-                            status_code=exc.status_code)
-
+    errors.install(app)
     return app

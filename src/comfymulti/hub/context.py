@@ -8,8 +8,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from comfymulti.config import Settings
-from comfymulti.hub.events import EventBus
-from comfymulti.hub.ratelimit import RateLimiter
+from comfymulti.events import EventBus
+from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.metrics import Metrics
 from comfymulti.queue.service import JobQueue
 

@@ -14,7 +14,7 @@ import heapq
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from comfymulti.config import Policy
+from comfymulti.queue.jobs import Policy
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,22 @@ def _fair(jobs: list[Candidate], last_dispatch: Mapping[int, int]) -> list[Candi
     return out
 
 
+def _fifo(jobs: list[Candidate], _last: Mapping[int, int]) -> list[Candidate]:
+    return sorted(jobs, key=lambda j: j.seq)
+
+
+def _priority(jobs: list[Candidate], _last: Mapping[int, int]) -> list[Candidate]:
+    return sorted(jobs, key=lambda j: (-j.priority, j.seq))
+
+
+# Every policy has its order here; Policy(...) refuses a name that is not one.
+_ORDER: dict[Policy, Callable[[list[Candidate], Mapping[int, int]], list[Candidate]]] = {
+    Policy.FIFO: _fifo,
+    Policy.FAIR: _fair,
+    Policy.PRIORITY: _priority,
+}
+
+
 def order(
     policy: Policy, jobs: Iterable[Candidate], last_dispatch: Mapping[int, int]
 ) -> list[Candidate]:
@@ -57,13 +73,7 @@ def order(
     rest = [j for j in jobs if j.run_next_at is None]
     instructor = sorted((j for j in rest if j.instructor), key=lambda j: j.seq)
     normal = [j for j in rest if not j.instructor]
-    if policy == "fifo":
-        normal.sort(key=lambda j: j.seq)
-    elif policy == "priority":
-        normal.sort(key=lambda j: (-j.priority, j.seq))
-    else:
-        normal = _fair(normal, last_dispatch)
-    return boosted + instructor + normal
+    return boosted + instructor + _ORDER[Policy(policy)](normal, last_dispatch)
 
 
 def pick(

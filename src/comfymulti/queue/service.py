@@ -12,31 +12,33 @@ import json
 import logging
 import time
 import uuid
-from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from comfymulti.config import Policy, QueueSettings
+from comfymulti.catalog.prompt import Submission
+from comfymulti.config import QueueSettings
 from comfymulti.db import transaction
 from comfymulti.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
-from comfymulti.hub.catalog import (
-    CatalogIndex,
-    check_prompt_shape,
-    merge_catalogs,
-    requirements,
-    requirements_key,
-    unpack,
-)
-from comfymulti.hub.events import EventBus
-from comfymulti.hub.files import free_name, resolve
+from comfymulti.events import EventBus
 from comfymulti.metrics import Metrics
-from comfymulti.models import Catalog, Job, Output, User, Worker
-from comfymulti.queue import scheduler, store
+from comfymulti.models import Job, Output, User, Worker
+from comfymulti.queue import fleet, scheduler, store
+from comfymulti.queue.catalogs import CatalogCache
 from comfymulti.queue.eta import Estimator, queue_etas
-from comfymulti.queue.jobs import HELD, ROLE_PRIORITY, TERMINAL, JobState, Role
+from comfymulti.queue.jobs import (
+    HELD,
+    ROLE_PRIORITY,
+    TERMINAL,
+    CancelOutcome,
+    JobState,
+    Policy,
+    Role,
+)
+from comfymulti.userfiles import free_name, resolve
 
 log = logging.getLogger("comfymulti.queue")
 
@@ -66,6 +68,7 @@ class JobQueue:
         self.catalogs = catalogs
         self._work = asyncio.Event()
         self._worker_signals: dict[str, asyncio.Event] = {}
+        self.closing = False
 
     # --- notifications ---------------------------------------------------------------------
 
@@ -79,7 +82,20 @@ class JobQueue:
         self.bus.publish(user_id, {"type": "queue_changed"})
 
     def worker_signal(self, worker_id: str) -> asyncio.Event:
-        return self._worker_signals.setdefault(worker_id, asyncio.Event())
+        """Set when this worker's commands change (cancel, drain) or the hub stops."""
+        event = self._worker_signals.setdefault(worker_id, asyncio.Event())
+        if self.closing:
+            event.set()
+        return event
+
+    def close(self) -> None:
+        """The hub is stopping: answer every open long-poll now (leases with "no work",
+        commands with what they are), so shutdown never waits for them."""
+        self.closing = True
+        self.wake_workers()
+        for event in self._worker_signals.values():
+            event.set()
+        self._worker_signals.clear()
 
     def signal_worker(self, worker_id: str | None) -> None:
         if worker_id and (event := self._worker_signals.pop(worker_id, None)):
@@ -90,39 +106,28 @@ class JobQueue:
     @property
     def policy(self) -> Policy:
         with transaction(self.factory) as s:
-            value = store.get_state(s, "policy")
-        return value or self.settings.policy  # type: ignore[return-value]
+            return self._policy(s)
 
-    def set_policy(self, policy: Policy) -> None:
-        if policy not in ("fifo", "fair", "priority"):
-            raise InvalidInput(f"unknown policy {policy!r}; use fifo, fair or priority")
+    def _policy(self, s: Session) -> Policy:
+        return store.get_policy(s, self.settings.policy)
+
+    def set_policy(self, policy: str) -> Policy:
+        """Switch the policy while the hub runs (the CLI writes the same through the store;
+        the hub reads it at every dispatch)."""
         with transaction(self.factory) as s:
-            store.set_state(s, "policy", policy)
-        log.info("scheduling policy is now %s", policy, extra={"action": "set_policy"})
+            chosen = store.set_policy(s, policy)
         self.wake_workers()
+        return chosen
+
+    @property
+    def online_window(self) -> float:
+        return self.settings.online_window
 
     # --- users' actions --------------------------------------------------------------------
 
-    def submit(
-        self,
-        user: User,
-        prompt: Any,
-        *,
-        extra_data: dict[str, Any] | None = None,
-        client_id: str = "",
-        priority: int | None = None,
-        job_id: str | None = None,
-    ) -> Job:
-        prompt = check_prompt_shape(prompt)
-        if extra_data is not None and not isinstance(extra_data, dict):
-            raise InvalidInput("extra_data must be an object")
-        if job_id is not None:
-            try:
-                job_id = str(uuid.UUID(job_id))
-            except ValueError:
-                raise InvalidInput("prompt_id must be a UUID") from None
+    def submit(self, user: User, sub: Submission, *, priority: int | None = None) -> Job:
+        """Queue a checked submission, within the per-user and hub-wide caps."""
         role = Role(user.role)
-        req = requirements_key(requirements(prompt))
         now = time.time()
         with transaction(self.factory) as s:
             if store.count_queued(s) >= self.settings.max_queued_total:
@@ -137,29 +142,35 @@ class JobQueue:
                     f"you already have {self.settings.max_queued_per_user} jobs waiting; "
                     "wait for one to start or cancel one"
                 )
-            if job_id and s.scalar(select(Job.seq).where(Job.id == job_id)) is not None:
-                raise Conflict(f"a job with id {job_id} exists already")
+            if sub.prompt_id and store.job_exists(s, sub.prompt_id):
+                raise Conflict(f"a job with id {sub.prompt_id} exists already")
             job = store.insert_job(
-                s, job_id=job_id or str(uuid.uuid4()), user=user, prompt=prompt,
-                extra_data=extra_data or {}, client_id=client_id,
+                s, job_id=sub.prompt_id or str(uuid.uuid4()), user=user, prompt=sub.prompt,
+                extra_data=sub.extra_data, client_id=sub.client_id,
                 priority=ROLE_PRIORITY[role] if priority is None else priority,
-                instructor=role == Role.INSTRUCTOR, requirements=req, now=now,
+                instructor=role == Role.INSTRUCTOR, requirements=sub.requirements, now=now,
             )
         self.metrics.jobs_submitted.inc()
         self.wake_workers()
         self.notify_user(user.id)
         return job
 
-    def cancel(self, job: Job, reason: str) -> str:
+    def cancel(self, job: Job, reason: str) -> CancelOutcome:
         """Cancel a job; for a running one the worker is told and ComfyUI interrupted."""
         with transaction(self.factory) as s:
             current = s.scalars(select(Job).where(Job.id == job.id)).one()
             outcome = store.cancel(s, current, time.time(), reason)
             worker_id = current.worker_id
-        if outcome == "requested":
+        if outcome == CancelOutcome.REQUESTED:
             self.signal_worker(worker_id)
         self.notify_user(job.user_id)
         return outcome
+
+    def forget(self, user: User, job_ids: list[str] | None) -> int:
+        """Delete finished jobs of `user` from history (all of them with None). Their output
+        files stay in the user's folder; the ids may be used again."""
+        with transaction(self.factory) as s:
+            return store.delete_finished(s, user.id, job_ids)
 
     def run_next(self, job: Job) -> None:
         with transaction(self.factory) as s:
@@ -172,18 +183,16 @@ class JobQueue:
         with transaction(self.factory) as s:
             candidates = store.queued_candidates(s)
             last = store.last_dispatch(s)
-            policy = store.get_state(s, "policy") or self.settings.policy
-        return scheduler.order(policy, candidates, last)  # type: ignore[arg-type]
+            policy = self._policy(s)
+        return scheduler.order(policy, candidates, last)
 
-    def etas(self, online_window: float, user_id: int | None = None
-             ) -> dict[str, tuple[int, float]]:
+    def etas(self, user_id: int | None = None) -> dict[str, tuple[int, float]]:
         """job id → (queue position, seconds until done) for queued jobs (of one user)."""
         order = self.order()
         now = time.time()
         with transaction(self.factory) as s:
             estimator = Estimator(s)
-            online = s.scalar(select(func.count()).select_from(Worker).where(
-                Worker.last_seen >= now - online_window)) or 0
+            online = fleet.online_count(s, self.online_window)
             busy = sum(max(0.0, estimator.seconds(j.requirements) - (now - (j.started_at or now)))
                        for j in s.scalars(select(Job).where(Job.state.in_([str(x) for x in HELD]))))
         etas = queue_etas(order, estimator, online, busy)
@@ -203,9 +212,9 @@ class JobQueue:
             index = self.catalogs.index(s, worker.catalog_hash)
             if index is None:
                 return None
-            policy = store.get_state(s, "policy") or self.settings.policy
+            policy = self._policy(s)
             candidate = scheduler.pick(
-                policy,  # type: ignore[arg-type]
+                policy,
                 store.queued_candidates(s),
                 store.last_dispatch(s),
                 lambda req: index.can_run(json.loads(req)),
@@ -216,7 +225,7 @@ class JobQueue:
                 s, candidate, worker_id=worker_id, lease_id=str(uuid.uuid4()),
                 expires_at=now + self.settings.lease_seconds, now=now,
             )
-        self.metrics.dispatched.labels(policy=policy).inc()
+        self.metrics.dispatched.labels(policy=str(policy)).inc()
         if job.attempts == 1:
             self.metrics.wait_seconds.observe(now - job.created_at)
         self.notify_user(job.user_id)
@@ -227,6 +236,8 @@ class JobQueue:
         deadline = time.monotonic() + wait
         while True:
             work = self._work
+            if self.closing:
+                return None
             job = self._try_lease(worker_id)
             if job is not None or (remaining := deadline - time.monotonic()) <= 0:
                 return job
@@ -294,15 +305,16 @@ class JobQueue:
         return job
 
     def complete(self, job_id: str, lease_id: str, status: str,
-                 error: dict[str, Any] | None = None) -> Job:
+                 error: dict[str, Any] | None = None, worker_id: str | None = None) -> Job:
         now = time.time()
         if status == "retry":
-            return self._retry(job_id, lease_id, error, now)
+            return self._retry(job_id, lease_id, error, now, worker_id)
         if status not in _FINISH:
             raise InvalidInput(f"unknown status {status!r}")
         with transaction(self.factory) as s:
             job = store.finish(s, job_id, lease_id, _FINISH[status], now=now,
-                               reason=f"worker reported {status}", error=error)
+                               reason=f"worker reported {status}", error=error,
+                               worker_id=worker_id)
         if job.started_at:
             self.metrics.run_seconds.observe(now - job.started_at)
         self.wake_workers()
@@ -314,9 +326,9 @@ class JobQueue:
         return job
 
     def _retry(self, job_id: str, lease_id: str, error: dict[str, Any] | None,
-               now: float) -> Job:
+               now: float, worker_id: str | None) -> Job:
         with transaction(self.factory) as s:
-            job = store.held_job(s, job_id, lease_id)
+            job = store.held_job(s, job_id, lease_id, worker_id)
             self._drop_outputs(s, job)
             if job.attempts >= self.settings.max_attempts:
                 message = (error or {}).get("message", "the GPU worker could not run it")
@@ -333,10 +345,10 @@ class JobQueue:
             self._announce_end(job)
         return job
 
-    def release(self, job_id: str, lease_id: str) -> Job:
+    def release(self, job_id: str, lease_id: str, worker_id: str | None = None) -> Job:
         """Give a job back unstarted (drain, prefetch not needed): no attempt is counted."""
         with transaction(self.factory) as s:
-            job = store.held_job(s, job_id, lease_id)
+            job = store.held_job(s, job_id, lease_id, worker_id)
             self._drop_outputs(s, job)
             job = store.requeue(s, job_id, now=time.time(), lease_id=lease_id,
                                 reason="released by worker", count_attempt=False)
@@ -346,12 +358,11 @@ class JobQueue:
 
     def _drop_outputs(self, s: Session, job: Job) -> None:
         """Forget what an abandoned attempt delivered, files included."""
-        for out in store.attempt_outputs(s, job.id, job.attempts):
+        for out in store.remove_outputs(s, job.id, job.attempts):
             owner = s.get(User, out.user_id)
             if owner is not None:
                 path = resolve(self.data_dir, owner.name, out.type, out.subfolder, out.filename)
                 path.unlink(missing_ok=True)
-            s.delete(out)
 
     def reap(self) -> int:
         """Requeue (or fail, or cancel) every job whose lease expired. Returns how many."""
@@ -412,8 +423,21 @@ class JobQueue:
             except Exception:  # keep the loop alive; the next pass retries
                 log.exception("lease reaper failed", extra={"action": "reap"})
 
-    def store_output(self, job_id: str, lease_id: str, key: str, node_id: str, kind: str,
-                     subfolder: str, filename: str, tmp: Path, size: int, sha256: str) -> Output:
+    def output_target(self, job: Job, kind: str, subfolder: str, filename: str) -> OutputTarget:
+        """Where an output of `job` would go: checked before a byte of it is received."""
+        if kind not in ("output", "temp"):
+            raise InvalidInput("type must be output or temp")
+        with transaction(self.factory) as s:
+            owner = s.get(User, job.user_id)
+            if owner is None:
+                raise NotFound(f"job {job.id} has no owner any more")
+            path = resolve(self.data_dir, owner.name, kind, subfolder, filename)
+        if not path.name:
+            raise InvalidInput("an output needs a file name")
+        return OutputTarget(user_id=owner.id, kind=kind, subfolder=subfolder, path=path)
+
+    def store_output(self, job_id: str, lease_id: str, key: str, node_id: str,
+                     target: OutputTarget, tmp: Path, size: int, sha256: str) -> Output:
         """Move a fully received upload into the owner's folder under a name not yet taken.
 
         Idempotent per (job, attempt, key): a retried upload returns the first stored name.
@@ -424,18 +448,20 @@ class JobQueue:
             if existing is not None:
                 tmp.unlink(missing_ok=True)
                 return existing
-            owner = s.get(User, job.user_id)
-            assert owner is not None
-            folder = resolve(self.data_dir, owner.name, kind, subfolder, "")
+            folder = target.path.parent
             folder.mkdir(parents=True, exist_ok=True)
-            name = free_name(folder, filename)
-            target = resolve(self.data_dir, owner.name, kind, subfolder, name)
-            tmp.replace(target)
-            out = Output(job_id=job_id, user_id=owner.id, attempt=job.attempts, key=key,
-                         node_id=node_id, type=kind, subfolder=subfolder, filename=name,
-                         size=size, sha256=sha256, created_at=time.time())
-            s.add(out)
-        return out
+            name = free_name(folder, target.path.name)
+            tmp.replace(folder / name)
+            return store.add_output(s, job, Output(
+                job_id=job_id, user_id=target.user_id, attempt=job.attempts, key=key,
+                node_id=node_id, type=target.kind, subfolder=target.subfolder, filename=name,
+                size=size, sha256=sha256, created_at=time.time()))
+
+    def find_output(self, job_id: str, lease_id: str, key: str) -> Output | None:
+        """An output this attempt already delivered under `key` (a retried upload)."""
+        with transaction(self.factory) as s:
+            job = store.held_job(s, job_id, lease_id)
+            return store.find_output(s, job_id, job.attempts, key)
 
     def get(self, job_id: str) -> Job:
         with transaction(self.factory) as s:
@@ -443,6 +469,18 @@ class JobQueue:
         if job is None:
             raise NotFound(f"job {job_id} not found")
         return job
+
+    def drain(self, worker_id: str) -> None:
+        """Take no new work to this worker: its lease long-poll answers "no work" at once and
+        its commands long-poll answers with drain=true (worker route and admin alike)."""
+        with transaction(self.factory) as s:
+            worker = s.get(Worker, worker_id)
+            if worker is None:
+                raise NotFound(f"no worker {worker_id}")
+            worker.draining = True
+        log.info("worker %s draining", worker_id, extra={"action": "drain"})
+        self.wake_workers()
+        self.signal_worker(worker_id)
 
     def commands(self, worker_id: str) -> dict[str, Any]:
         """What this worker must do now: jobs to cancel, whether to drain."""
@@ -452,6 +490,16 @@ class JobQueue:
                 Job.worker_id == worker_id, Job.cancel_requested.is_(True),
                 Job.state.not_in([str(t) for t in TERMINAL]))))
         return {"cancel": sorted(cancel), "drain": bool(worker and worker.draining)}
+
+
+@dataclass(frozen=True)
+class OutputTarget:
+    """A checked place for one output file of a job (the name may still get a counter)."""
+
+    user_id: int
+    kind: str
+    subfolder: str
+    path: Path
 
 
 def hub_error(job_id: str, message: str) -> dict[str, Any]:
@@ -469,66 +517,3 @@ def _merge_output(outputs: dict[str, Any], executed: dict[str, Any]) -> None:
             outputs[node].setdefault(kind, []).extend(items)
     else:
         outputs[node] = output
-
-
-class CatalogCache:
-    """Parsed catalogs by hash (a stored catalog never changes, so caching is safe), and the
-    catalog participants see: what the workers online now offer together."""
-
-    def __init__(self, online_window: float, keep: int = 8) -> None:
-        self.online_window = online_window
-        self._keep = keep
-        self._indexes: dict[str, CatalogIndex] = {}
-        self._parsed: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._current: tuple[tuple[str, ...], dict[str, Any], bytes | None] | None = None
-
-    def index(self, s: Session, catalog_hash: str) -> CatalogIndex | None:
-        if not catalog_hash:
-            return None
-        if catalog_hash not in self._indexes:
-            catalog = self.catalog(s, catalog_hash)
-            if catalog is None:
-                return None
-            self._indexes[catalog_hash] = CatalogIndex.build(catalog)
-        return self._indexes[catalog_hash]
-
-    def catalog(self, s: Session, catalog_hash: str) -> dict[str, Any] | None:
-        if catalog_hash in self._parsed:
-            self._parsed.move_to_end(catalog_hash)
-            return self._parsed[catalog_hash]
-        row = s.get(Catalog, catalog_hash)
-        if row is None:
-            return None
-        self._parsed[catalog_hash] = unpack(row.data)
-        while len(self._parsed) > self._keep:
-            self._parsed.popitem(last=False)
-        return self._parsed[catalog_hash]
-
-    def _current_hashes(self, s: Session) -> tuple[str, ...]:
-        since = time.time() - self.online_window
-        online = s.scalars(select(Worker.catalog_hash).distinct().where(
-            Worker.catalog_hash != "", Worker.last_seen >= since)).all()
-        if online:
-            return tuple(sorted(online))
-        # No GPU up: the last known catalog, so people can prepare workflows anyway.
-        last = s.scalar(select(Worker.catalog_hash).where(Worker.catalog_hash != "")
-                        .order_by(Worker.last_seen.desc()).limit(1))
-        return (last,) if last else ()
-
-    def current(self, s: Session) -> dict[str, Any]:
-        """Every node type and model any online worker offers (the scheduler still sends each
-        job only to a worker that can run it)."""
-        hashes = self._current_hashes(s)
-        if self._current is None or self._current[0] != hashes:
-            catalogs = [c for h in hashes if (c := self.catalog(s, h)) is not None]
-            self._current = (hashes, merge_catalogs(catalogs), None)
-        return self._current[1]
-
-    def current_object_info_json(self, s: Session) -> bytes:
-        """object_info of `current()` as JSON bytes, serialised once per catalog (≈1.6 MB)."""
-        catalog = self.current(s)
-        assert self._current is not None
-        if self._current[2] is None:
-            self._current = (self._current[0], catalog,
-                             json.dumps(catalog["object_info"]).encode())
-        return self._current[2]  # type: ignore[return-value]

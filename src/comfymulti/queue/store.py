@@ -1,4 +1,4 @@
-"""The only code that writes job rows.
+"""The only code that writes job rows (and their events and output records).
 
 Every state change is a conditional UPDATE on (id, expected states[, lease]) that must hit
 exactly one row; otherwise the caller gets Conflict/LeaseLost and nothing changed. Each change
@@ -12,12 +12,20 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from comfymulti.errors import Conflict, LeaseLost, NotFound
+from comfymulti.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from comfymulti.models import HubState, Job, JobEvent, Output, User
-from comfymulti.queue.jobs import HELD, TERMINAL, TRANSITIONS, JobState
+from comfymulti.queue.jobs import (
+    HELD,
+    TERMINAL,
+    TRANSITIONS,
+    CancelOutcome,
+    IllegalTransition,
+    JobState,
+    Policy,
+)
 from comfymulti.queue.scheduler import Candidate
 
 log = logging.getLogger("comfymulti.queue")
@@ -39,21 +47,27 @@ def _transition(
     now: float,
     reason: str,
     lease_id: str | None = None,
+    worker_id: str | None = None,
     values: dict[str, Any] | None = None,
 ) -> Job:
-    """Move one job from one of `from_states` to `to`, or raise without changing anything."""
+    """Move one job from one of `from_states` to `to`, or raise without changing anything.
+    With `lease_id` (and `worker_id`) the move happens only under that lease."""
     from_states = frozenset(from_states)
-    bad = [f for f in from_states if to not in TRANSITIONS[f]]
-    assert not bad, f"transition {bad} -> {to} is not allowed"
+    bad = sorted(str(f) for f in from_states if to not in TRANSITIONS[f])
+    if bad:
+        raise IllegalTransition(f"job {job_id}: {', '.join(bad)} -> {to} is not allowed")
     stmt = update(Job).where(Job.id == job_id, Job.state.in_([str(f) for f in from_states]))
     if lease_id is not None:
         stmt = stmt.where(Job.lease_id == lease_id)
+    if worker_id is not None:
+        stmt = stmt.where(Job.worker_id == worker_id)
     result = s.execute(stmt.values(state=str(to), **(values or {})))
     if result.rowcount != 1:  # type: ignore[attr-defined]
         job = s.scalar(select(Job).where(Job.id == job_id))
         if job is None:
             raise NotFound(f"job {job_id} not found")
-        if lease_id is not None and job.lease_id != lease_id:
+        if (lease_id is not None and job.lease_id != lease_id) or (
+                worker_id is not None and job.worker_id != worker_id):
             raise LeaseLost(f"job {job_id}: lease is no longer held", state=job.state)
         raise Conflict(f"job {job_id} is {job.state}, cannot become {to}", state=job.state)
     job = s.scalars(select(Job).where(Job.id == job_id)).one()
@@ -77,6 +91,10 @@ def insert_job(s: Session, *, job_id: str, user: User, prompt: dict[str, Any],
     s.flush()
     _event(s, job, 0, "state", {"to": "queued", "reason": "submitted"}, now)
     return job
+
+
+def job_exists(s: Session, job_id: str) -> bool:
+    return s.scalar(select(Job.seq).where(Job.id == job_id)) is not None
 
 
 def count_queued(s: Session, user_id: int | None = None) -> int:
@@ -114,6 +132,24 @@ def _bump_counter(s: Session, key: str) -> int:
     else:
         s.add(HubState(key=key, value=str(value)))
     return value
+
+
+def get_policy(s: Session, default: Policy) -> Policy:
+    """The policy set at run time (CLI or admin), else `default` (the configured one)."""
+    value = get_state(s, "policy")
+    return Policy(value) if value in set(map(str, Policy)) else default
+
+
+def set_policy(s: Session, policy: str) -> Policy:
+    """Switch the scheduling policy; InvalidInput for a name that is not a Policy."""
+    try:
+        chosen = Policy(policy)
+    except ValueError:
+        raise InvalidInput(f"unknown policy {policy!r}; use "
+                           f"{', '.join(map(str, Policy))}") from None
+    set_state(s, "policy", str(chosen))
+    log.info("scheduling policy is now %s", chosen, extra={"action": "set_policy"})
+    return chosen
 
 
 def get_state(s: Session, key: str) -> str | None:
@@ -173,9 +209,9 @@ def mark_running(s: Session, job_id: str, lease_id: str, now: float) -> Job:
 
 
 def finish(s: Session, job_id: str, lease_id: str, to: JobState, *, now: float, reason: str,
-           error: dict[str, Any] | None = None) -> Job:
+           error: dict[str, Any] | None = None, worker_id: str | None = None) -> Job:
     return _transition(
-        s, job_id, HELD, to, now=now, reason=reason, lease_id=lease_id,
+        s, job_id, HELD, to, now=now, reason=reason, lease_id=lease_id, worker_id=worker_id,
         values={"finished_at": now, "lease_id": None, "lease_expires_at": None,
                 "error": json.dumps(error) if error else None},
     )
@@ -211,17 +247,48 @@ def extend_all_leases(s: Session, until: float) -> int:
 
 # --- user and admin actions ------------------------------------------------------------------
 
-def cancel(s: Session, job: Job, now: float, reason: str) -> str:
-    """'cancelled' (was queued), 'requested' (held: the worker is told), 'final' (too late)."""
+def cancel(s: Session, job: Job, now: float, reason: str) -> CancelOutcome:
     if job.state in TERMINAL:
-        return "final"
+        return CancelOutcome.FINAL
     if job.state == JobState.QUEUED:
         _transition(s, job.id, [JobState.QUEUED], JobState.CANCELLED, now=now, reason=reason,
                     values={"finished_at": now})
-        return "cancelled"
+        return CancelOutcome.CANCELLED
     s.execute(update(Job).where(Job.id == job.id).values(cancel_requested=True))
     _event(s, job, job.attempts, "cancel_requested", {"reason": reason}, now)
-    return "requested"
+    return CancelOutcome.REQUESTED
+
+
+def _delete_jobs(s: Session, job_ids: list[str]) -> None:
+    """Jobs with their events and output records (the files themselves stay)."""
+    if job_ids:
+        s.execute(delete(JobEvent).where(JobEvent.job_id.in_(job_ids)))
+        s.execute(delete(Output).where(Output.job_id.in_(job_ids)))
+        s.execute(delete(Job).where(Job.id.in_(job_ids)))
+
+
+def delete_finished(s: Session, user_id: int, job_ids: list[str] | None) -> int:
+    """Remove finished jobs of one user from history (all of them with None)."""
+    stmt = select(Job.id).where(Job.user_id == user_id,
+                                Job.state.in_([str(t) for t in TERMINAL]))
+    if job_ids is not None:
+        stmt = stmt.where(Job.id.in_(job_ids))
+    ids = list(s.scalars(stmt))
+    _delete_jobs(s, ids)
+    return len(ids)
+
+
+def delete_user_jobs(s: Session, user_id: int) -> list[str]:
+    """Every job of a user, for an account being deleted. Returns the workers that held one:
+    their next renew reports the lease lost and they stop the job."""
+    rows = s.execute(select(Job.id, Job.worker_id, Job.state).where(Job.user_id == user_id))
+    ids, workers = [], []
+    for job_id, worker_id, state in rows:
+        ids.append(job_id)
+        if state in HELD and worker_id:
+            workers.append(worker_id)
+    _delete_jobs(s, ids)
+    return workers
 
 
 def set_run_next(s: Session, job: Job, now: float) -> None:
@@ -246,6 +313,19 @@ def add_worker_event(s: Session, job: Job, seq: int, type_: str, data: dict[str,
 
 def set_outputs(s: Session, job: Job, outputs: dict[str, Any]) -> None:
     job.outputs = json.dumps(outputs)
+
+
+def add_output(s: Session, job: Job, output: Output) -> Output:
+    s.add(output)
+    return output
+
+
+def remove_outputs(s: Session, job_id: str, attempt: int) -> list[Output]:
+    """Forget what one attempt delivered; the caller removes the files."""
+    rows = attempt_outputs(s, job_id, attempt)
+    for row in rows:
+        s.delete(row)
+    return rows
 
 
 def find_output(s: Session, job_id: str, attempt: int, key: str) -> Output | None:

@@ -23,8 +23,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from comfymulti.catalog.codec import catalog_hash
 from comfymulti.errors import ComfyMultiError, ComfyUIError, NotFound
-from comfymulti.hub.catalog import catalog_hash
 from comfymulti.protocol import LeasedJob
 from comfymulti.worker.comfyui import ComfyUIClient
 from comfymulti.worker.hub_client import HubClient

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import typer
 
 from comfymulti.errors import ConfigError
+from comfymulti.invocation import settings, state
 
 log = logging.getLogger("comfymulti.worker")
 
@@ -45,7 +46,6 @@ def worker(
 ) -> None:
     """Serve the hub's jobs with the local ComfyUI until SIGTERM (drains, then exits 0)."""
     from comfymulti import log as logsetup
-    from comfymulti.cli import settings, state
 
     cfg = settings().worker
     hub_url = (hub or cfg.hub_url).rstrip("/")

@@ -8,8 +8,6 @@ job to someone else and this worker must drop it. 401 is fatal (token revoked or
 from __future__ import annotations
 
 import asyncio
-import gzip
-import json
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -17,8 +15,8 @@ from typing import Any
 
 import httpx
 
+from comfymulti.catalog.codec import catalog_hash, pack
 from comfymulti.errors import ComfyMultiError, InvalidInput, LeaseLost, NotFound, Unauthorized
-from comfymulti.hub.catalog import catalog_hash
 from comfymulti.protocol import (
     PREFIX,
     WORKER_ID_HEADER,
@@ -98,8 +96,7 @@ class HubClient:
         self.lease_seconds = reg.lease_seconds
         self.long_poll_seconds = reg.long_poll_seconds
         if reg.catalog_needed:
-            body = gzip.compress(json.dumps(catalog, separators=(",", ":")).encode(), 6)
-            await self._request("PUT", f"/catalog/{digest}", content=body)
+            await self._request("PUT", f"/catalog/{digest}", content=pack(catalog))
         return reg
 
     # --- work ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from comfymulti.db import transaction
-from comfymulti.hub import workers
+from comfymulti.hub.services import workers
 from comfymulti.protocol import RegisterRequest
 from tests.conftest import SHARED
 
@@ -31,7 +31,7 @@ _CATALOG = real_catalog()
 def give_catalog(harness: Any, catalog: dict[str, Any] | None = None,
                  name: str = "gpu-1") -> None:
     """Register a worker with the catalog directly (no worker process needed)."""
-    from comfymulti.hub.catalog import catalog_hash
+    from comfymulti.catalog.codec import catalog_hash
 
     catalog = catalog or _CATALOG
     with transaction(harness.ctx.factory) as s:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from comfymulti.hub.catalog import merge_catalogs
+from comfymulti.catalog.index import merge_catalogs
 from tests.hub.workspaces.conftest import give_catalog, login, real_catalog
 
 LOAD = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ""}},

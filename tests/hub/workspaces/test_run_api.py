@@ -51,7 +51,7 @@ def test_login_page_redirects_and_sessions(ws_hub) -> None:
 
 
 def test_password_reset_ends_sessions(ws_hub) -> None:
-    from comfymulti.hub.users import reset_password
+    from comfymulti.hub.services.users import reset_password
 
     harness, client = ws_hub
     login(client, harness, "user002")

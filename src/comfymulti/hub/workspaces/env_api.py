@@ -4,22 +4,20 @@ extensions, the node catalog, model lists, and the empty-but-valid extras."""
 from __future__ import annotations
 
 import platform
-import time
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 from fastapi.responses import Response
-from sqlalchemy import select
 
 from comfymulti import __version__
 from comfymulti.db import transaction
 from comfymulti.errors import NotFound
-from comfymulti.hub.access import get_hub, workspace_owner
 from comfymulti.hub.context import HubContext
-from comfymulti.models import Worker
+from comfymulti.hub.web.access import get_hub
+from comfymulti.hub.workspaces.router import workspace_router
+from comfymulti.queue import fleet
 
-router = APIRouter(prefix="/u/{user}", dependencies=[Depends(workspace_owner)],
-                   tags=["workspace"])
+router = workspace_router()
 
 EXTENSIONS = ["/extensions/comfymulti/queue_eta.js"]
 
@@ -45,10 +43,8 @@ async def get_users() -> dict[str, Any]:
 @router.get("/api/system_stats")
 async def system_stats(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     """The hub as the 'system', every online worker's GPU as a device."""
-    since = time.time() - hub.online_window
     with transaction(hub.factory) as s:
-        workers = s.scalars(select(Worker).where(Worker.last_seen >= since)
-                            .order_by(Worker.name)).all()
+        workers = fleet.online_workers(s, hub.online_window)
     version = next((w.comfyui_version for w in workers if w.comfyui_version), "")
     return {
         "system": {"os": platform.system().lower(), "ram_total": 0, "ram_free": 0,

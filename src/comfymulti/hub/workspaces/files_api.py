@@ -21,28 +21,28 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import FileResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from comfymulti.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
-from comfymulti.hub.access import get_hub, workspace_owner
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.files import is_active, media_type, place, resolve, staging_path
+from comfymulti.hub.web import bodies
+from comfymulti.hub.web.access import get_hub, workspace_owner
+from comfymulti.hub.workspaces.router import workspace_router
 from comfymulti.models import User
+from comfymulti.userfiles import is_active, media_type, place, resolve, staging_path
 
-router = APIRouter(prefix="/u/{user}", tags=["workspace"],
-                   dependencies=[Depends(workspace_owner)])
+router = workspace_router()
 
 VIEW_TYPES = ("output", "input", "temp")
 UPLOAD_TYPES = ("input", "temp")
@@ -120,20 +120,7 @@ async def _read_form(request: Request, limit: int) -> FormData:
     parts are spooled to temporary files that the caller closes)."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise InvalidInput("send the upload as multipart/form-data")
-    budget = limit + MULTIPART_SLACK
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > budget:
-        raise PayloadTooLarge(f"uploads are limited to {limit} bytes")
-
-    async def limited() -> AsyncIterator[bytes]:
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > budget:
-                raise PayloadTooLarge(f"uploads are limited to {limit} bytes")
-            yield chunk
-
-    async with aclosing(limited()) as stream:
+    async with aclosing(bodies.stream(request, limit + MULTIPART_SLACK, "upload")) as stream:
         parser = MultiPartParser(request.headers, stream, max_files=4, max_fields=16)
         try:
             return await parser.parse()
@@ -256,10 +243,7 @@ async def upload_image(request: Request, me: User = Depends(workspace_owner),
 
 def _original(hub: HubContext, me: User, form: FormData) -> Path:
     """The image `original_ref` ({filename, subfolder, type}) names; it must exist."""
-    try:
-        ref = json.loads(_field(form, "original_ref"))
-    except ValueError:
-        raise InvalidInput("original_ref must be JSON {filename, subfolder, type}") from None
+    ref = bodies.parse_json(_field(form, "original_ref").encode())
     if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
         raise InvalidInput("original_ref must be JSON {filename, subfolder, type}")
     subfolder, kind = ref.get("subfolder") or "", ref.get("type") or "output"

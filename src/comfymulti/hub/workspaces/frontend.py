@@ -13,18 +13,18 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from comfymulti.errors import NotFound, Unauthorized
-from comfymulti.hub import sessions
-from comfymulti.hub.access import (
+from comfymulti.hub.context import HubContext
+from comfymulti.hub.web import sessions
+from comfymulti.hub.web.access import (
     authenticate,
     check_password,
     client_address,
     get_hub,
     workspace_owner,
 )
-from comfymulti.hub.context import HubContext
-from comfymulti.hub.files import USER_NAME
-from comfymulti.hub.ratelimit import TooManyAttempts
+from comfymulti.hub.web.ratelimit import TooManyAttempts
 from comfymulti.models import User
+from comfymulti.userfiles import USER_NAME
 
 STATIC = Path(comfyui_frontend_package.__file__).with_name("static")
 OWN_STATIC = Path(__file__).resolve().parents[1] / "static"

@@ -7,17 +7,19 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 
+from comfymulti.catalog.prompt import parse_submission
+from comfymulti.catalog.prompt import workflow_id as workflow_id_of
+from comfymulti.catalog.validate import validate
 from comfymulti.db import transaction
 from comfymulti.errors import ComfyMultiError, InvalidInput
-from comfymulti.hub.access import get_hub, workspace_jobs, workspace_owner
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.files import resolve
-from comfymulti.hub.requests import read_json
-from comfymulti.hub.validate import validate
+from comfymulti.hub.web.access import get_hub, workspace_jobs, workspace_owner
+from comfymulti.hub.web.bodies import read_json, read_object
+from comfymulti.hub.web.errors import comfy_error, comfy_message
 from comfymulti.hub.workspaces.comfy_jobs import (
     STATES_FOR,
     history_entry,
@@ -25,20 +27,12 @@ from comfymulti.hub.workspaces.comfy_jobs import (
     queue_item,
     status_object,
 )
+from comfymulti.hub.workspaces.router import workspace_router
 from comfymulti.models import Job, JobEvent, User
-from comfymulti.queue.jobs import HELD, TERMINAL, JobState
+from comfymulti.queue.jobs import HELD, TERMINAL, CancelOutcome, JobState
+from comfymulti.userfiles import resolve
 
-router = APIRouter(prefix="/u/{user}", tags=["workspace"])
-
-# Partner-node credentials are never stored on the hub.
-_SECRET_EXTRA = ("auth_token_comfy_org", "api_key_comfy_org")
-
-
-def _comfy_error(exc: ComfyMultiError) -> JSONResponse:
-    return JSONResponse({"error": {"type": exc.error_type, "message": exc.message,
-                                   "details": "", "extra_info": {}}, "node_errors": {}},
-                        status_code=exc.status_code)
-
+router = workspace_router()
 
 def _output_nodes(hub: HubContext) -> Callable[[Job], list[str]]:
     """A function giving a job's output node ids; reads the catalog once per request."""
@@ -52,43 +46,20 @@ def _output_nodes(hub: HubContext) -> Callable[[Job], list[str]]:
     return of
 
 
-async def _object_body(request: Request) -> dict[str, Any]:
-    body = await read_json(request, 1024 * 1024)
-    if not isinstance(body, dict):
-        raise InvalidInput("body must be an object")
-    return body
-
-
 @router.post("/api/prompt")
 async def post_prompt(request: Request, me: User = Depends(workspace_owner),
                       hub: HubContext = Depends(get_hub)) -> Response:
-    try:
-        body = await read_json(request, hub.settings.queue.max_prompt_bytes)
-        if not isinstance(body, dict) or not isinstance(body.get("prompt"), dict):
-            return JSONResponse({"error": {"type": "no_prompt", "message": "No prompt provided",
-                                           "details": "No prompt provided", "extra_info": {}},
-                                 "node_errors": {}}, status_code=400)
-        prompt = body["prompt"]
-        with transaction(hub.factory) as s:
-            object_info = hub.queue.catalogs.current(s)["object_info"]
-        node_errors: dict[str, Any] = {}
-        if object_info:
-            verdict = validate(prompt, object_info, lambda name: _has_input(hub, me, name))
-            if verdict.error is not None:
-                return JSONResponse({"error": verdict.error, "node_errors": verdict.node_errors},
-                                    status_code=400)
-            node_errors = verdict.node_errors
-        extra = body.get("extra_data") or {}
-        if not isinstance(extra, dict):
-            raise InvalidInput("extra_data must be an object")
-        extra = {k: v for k, v in extra.items() if k not in _SECRET_EXTRA}
-        client_id = body.get("client_id") or ""
-        if not isinstance(client_id, str):
-            raise InvalidInput("client_id must be a string")
-        job = hub.queue.submit(me, prompt, extra_data=extra, client_id=client_id,
-                               job_id=body.get("prompt_id"))
-    except ComfyMultiError as exc:
-        return _comfy_error(exc)
+    sub = parse_submission(await read_json(request, hub.settings.queue.max_prompt_bytes))
+    with transaction(hub.factory) as s:
+        object_info = hub.queue.catalogs.current(s)["object_info"]
+    node_errors: dict[str, Any] = {}
+    if object_info:
+        verdict = validate(sub.prompt, object_info, lambda name: _has_input(hub, me, name))
+        if verdict.error is not None:
+            return comfy_error(InvalidInput(verdict.error["message"]), verdict.node_errors,
+                               error=verdict.error)
+        node_errors = verdict.node_errors
+    job = hub.queue.submit(me, sub)
     return JSONResponse({"prompt_id": job.id, "number": job.seq, "node_errors": node_errors})
 
 
@@ -134,17 +105,14 @@ async def get_queue(me: User = Depends(workspace_owner), hub: HubContext = Depen
 @router.post("/api/queue")
 async def post_queue(request: Request, me: User = Depends(workspace_owner),
                      hub: HubContext = Depends(get_hub)) -> Response:
-    body = await _object_body(request)
+    body = await read_object(request)
+    ids = _ids(body, "delete")
     with transaction(hub.factory) as s:
         stmt = workspace_jobs(me).where(Job.state.in_([str(x) for x in
                                                        (JobState.QUEUED, JobState.LEASED)]))
-        if body.get("clear"):
-            targets = list(s.scalars(stmt))
-        else:
-            ids = body.get("delete") or []
-            if not isinstance(ids, list):
-                raise InvalidInput("delete must be a list of prompt ids")
-            targets = list(s.scalars(stmt.where(Job.id.in_([str(i) for i in ids]))))
+        if not body.get("clear"):
+            stmt = stmt.where(Job.id.in_(ids or []))
+        targets = list(s.scalars(stmt))
     for job in targets:
         hub.queue.cancel(job, reason=f"removed from queue by {me.name}")
     return Response(status_code=200)
@@ -155,9 +123,8 @@ async def interrupt(request: Request, me: User = Depends(workspace_owner),
                     hub: HubContext = Depends(get_hub)) -> Response:
     """With a prompt_id: stop that job if it runs; without: stop this user's running jobs.
     Never anyone else's."""
-    raw = await request.body()
-    body = json.loads(raw) if raw.strip() else {}
-    prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
+    body = await read_object(request, empty_ok=True)
+    prompt_id = body.get("prompt_id")
     with transaction(hub.factory) as s:
         stmt = workspace_jobs(me).where(Job.state == str(JobState.RUNNING))
         if prompt_id:
@@ -208,20 +175,25 @@ async def get_history_one(prompt_id: str, me: User = Depends(workspace_owner),
 async def post_history(request: Request, me: User = Depends(workspace_owner),
                        hub: HubContext = Depends(get_hub)) -> Response:
     """Delete finished entries from this user's history (their files stay)."""
-    body = await _object_body(request)
-    with transaction(hub.factory) as s:
-        stmt = workspace_jobs(me).where(Job.state.in_([str(t) for t in TERMINAL]))
-        if not body.get("clear"):
-            stmt = stmt.where(Job.id.in_([str(i) for i in body.get("delete") or []]))
-        for job in s.scalars(stmt).all():
-            s.query(JobEvent).filter(JobEvent.job_id == job.id).delete()
-            s.delete(job)
+    body = await read_object(request)
+    ids = _ids(body, "delete")
+    hub.queue.forget(me, None if body.get("clear") else ids or [])
     return Response(status_code=200)
+
+
+def _ids(body: dict[str, Any], key: str) -> list[str] | None:
+    """A list of prompt ids in the body under `key` (None if absent)."""
+    ids = body.get(key)
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str | int) for i in ids):
+        raise InvalidInput(f"{key} must be a list of prompt ids")
+    return [str(i) for i in ids]
 
 
 def _etas(hub: HubContext, me: User) -> dict[str, tuple[int, float]]:
     """Position and ETA of this user's queued jobs (positions count everyone's jobs)."""
-    return hub.queue.etas(hub.online_window, user_id=me.id)
+    return hub.queue.etas(user_id=me.id)
 
 
 @router.get("/api/jobs")
@@ -232,17 +204,16 @@ async def list_jobs(status: str | None = None, limit: int | None = Query(None),
                     ) -> Response:
     wanted = status.split(",") if status else list(STATES_FOR)
     if not set(wanted) <= set(STATES_FOR):
-        return JSONResponse({"error": f"invalid status: {status}"}, status_code=400)
+        return comfy_message(f"invalid status: {status}", 400)
     if sort_by not in ("created_at", "execution_duration") or sort_order not in ("asc", "desc"):
-        return JSONResponse({"error": "invalid sort"}, status_code=400)
+        return comfy_message("invalid sort", 400)
     if (limit is not None and limit < 1) or offset < 0:
-        return JSONResponse({"error": "invalid limit or offset"}, status_code=400)
+        return comfy_message("invalid limit or offset", 400)
     states = [str(st) for w in wanted for st in STATES_FOR[w]]
     with transaction(hub.factory) as s:
         jobs = list(s.scalars(workspace_jobs(me).where(Job.state.in_(states))))
     if workflow_id:
-        jobs = [j for j in jobs if json.loads(j.extra_data).get("extra_pnginfo", {})
-                .get("workflow", {}).get("id") == workflow_id]
+        jobs = [j for j in jobs if workflow_id_of(json.loads(j.extra_data)) == workflow_id]
     if sort_by == "execution_duration":
         jobs.sort(key=lambda j: (j.finished_at or 0) - (j.started_at or j.finished_at or 0))
     else:
@@ -264,7 +235,7 @@ async def get_job(job_id: str, me: User = Depends(workspace_owner),
     with transaction(hub.factory) as s:
         job = s.scalar(workspace_jobs(me).where(Job.id == job_id))
         if job is None:
-            return JSONResponse({"error": "Job not found"}, status_code=404)
+            return comfy_message("Job not found", 404)
         events = _events(s, [job.id]).get(job.id, [])
     etas = _etas(hub, me) if job.state == JobState.QUEUED else {}
     obj = job_object(job, *etas.get(job.id, (None, None)))
@@ -281,17 +252,17 @@ async def cancel_job(job_id: str, me: User = Depends(workspace_owner),
         job = s.scalar(workspace_jobs(me).where(Job.id == job_id))
     if job is None:
         return {"cancelled": False}
-    return {"cancelled": hub.queue.cancel(job, reason=f"cancelled by {me.name}") != "final"}
+    outcome = hub.queue.cancel(job, reason=f"cancelled by {me.name}")
+    return {"cancelled": outcome != CancelOutcome.FINAL}
 
 
 @router.post("/api/jobs/cancel")
 async def cancel_jobs(request: Request, me: User = Depends(workspace_owner),
                       hub: HubContext = Depends(get_hub)) -> Response:
-    body = await read_json(request, 1024 * 1024)
-    ids = body.get("job_ids") if isinstance(body, dict) else None
-    if not isinstance(ids, list):
-        return JSONResponse({"error": "job_ids must be a list"}, status_code=400)
+    ids = _ids(await read_object(request), "job_ids")
+    if ids is None:
+        raise InvalidInput("job_ids must be a list")
     with transaction(hub.factory) as s:
-        jobs = list(s.scalars(workspace_jobs(me).where(Job.id.in_([str(i) for i in ids]))))
+        jobs = list(s.scalars(workspace_jobs(me).where(Job.id.in_(ids))))
     outcomes = [hub.queue.cancel(j, reason=f"cancelled by {me.name}") for j in jobs]
-    return JSONResponse({"cancelled": any(o != "final" for o in outcomes)})
+    return JSONResponse({"cancelled": any(o != CancelOutcome.FINAL for o in outcomes)})

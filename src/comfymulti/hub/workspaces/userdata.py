@@ -29,21 +29,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from comfymulti.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, StorageError
-from comfymulti.hub import templates
-from comfymulti.hub.access import get_hub, workspace_owner
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.files import is_active, media_type, place, resolve, staging_path
-from comfymulti.hub.requests import read_body
+from comfymulti.hub.services import templates
+from comfymulti.hub.web.access import get_hub, workspace_owner
+from comfymulti.hub.web.bodies import read_body, read_json
+from comfymulti.hub.workspaces.router import workspace_router
 from comfymulti.models import User
+from comfymulti.userfiles import is_active, media_type, place, resolve, staging_path
 
 log = logging.getLogger("comfymulti.hub.userdata")
 
-router = APIRouter(prefix="/u/{user}", tags=["workspace"],
-                   dependencies=[Depends(workspace_owner)])
+router = workspace_router()
 
 SETTINGS_FILE = "comfy.settings.json"
 USER_CSS = "user.css"
@@ -337,19 +337,6 @@ def _save_settings(hub: HubContext, path: Path, settings: dict[str, Any]) -> Non
     _store(hub, path, data, overwrite=True, name=SETTINGS_FILE)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-async def _json_body(request: Request, hub: HubContext) -> Any:
-    """The body as strict JSON, whatever the Content-Type (the frontend sends none)."""
-    body = await read_body(request, hub.settings.files.max_upload_bytes)
-    try:
-        return json.loads(body, parse_constant=_refuse_constant)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise InvalidInput(f"body is not valid JSON: {exc}") from None
-
-
 @router.get("/api/settings")
 async def get_settings(me: User = Depends(workspace_owner),
                        hub: HubContext = Depends(get_hub)) -> JSONResponse:
@@ -367,7 +354,7 @@ async def get_setting(setting_id: str, me: User = Depends(workspace_owner),
 async def post_settings(request: Request, me: User = Depends(workspace_owner),
                         hub: HubContext = Depends(get_hub)) -> Response:
     """Merge an object of settings into the stored ones."""
-    new = await _json_body(request, hub)
+    new = await read_json(request, hub.settings.files.max_upload_bytes)
     if not isinstance(new, dict):
         raise InvalidInput("body must be a JSON object of settings")
     path = _settings_path(hub, me)
@@ -378,7 +365,7 @@ async def post_settings(request: Request, me: User = Depends(workspace_owner),
 @router.post("/api/settings/{setting_id}")
 async def post_setting(setting_id: str, request: Request, me: User = Depends(workspace_owner),
                        hub: HubContext = Depends(get_hub)) -> Response:
-    value = await _json_body(request, hub)
+    value = await read_json(request, hub.settings.files.max_upload_bytes)
     path = _settings_path(hub, me)
     settings = _load_settings(path)
     settings[setting_id] = value

@@ -22,10 +22,9 @@ from sqlalchemy import select
 
 from comfymulti.db import transaction
 from comfymulti.errors import ComfyMultiError
-from comfymulti.hub import sessions
-from comfymulti.hub.access import authenticate, check_same_origin, client_address
+from comfymulti.events import Message
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.events import Message
+from comfymulti.hub.web.access import own_workspace, user_of
 from comfymulti.hub.workspaces.env_api import features
 from comfymulti.hub.workspaces.run_api import queue_remaining
 from comfymulti.models import Job, JobEvent, User
@@ -73,14 +72,8 @@ def _as_legacy_preview(frame: bytes) -> bytes:
 async def workspace_socket(websocket: WebSocket, user: str) -> None:
     hub: HubContext = websocket.app.state.hub
     try:
-        me = await authenticate(hub, websocket.headers, websocket.cookies,
-                                client_address(websocket))
-        if sessions.COOKIE in websocket.cookies and "authorization" not in websocket.headers:
-            check_same_origin(websocket)
+        me = own_workspace(await user_of(websocket, hub), user)
     except ComfyMultiError:
-        await websocket.close(code=1008)
-        return
-    if me.name != user:
         await websocket.close(code=1008)
         return
     await websocket.accept()
@@ -127,7 +120,7 @@ async def _read(websocket: WebSocket, hub: HubContext, client_flags: dict[str, A
         text = message.get("text")
         if first and text is not None:
             first = False
-            with contextlib.suppress(ValueError, AttributeError):
+            with contextlib.suppress(ValueError, AttributeError, RecursionError):
                 parsed = json.loads(text)
                 if parsed.get("type") == "feature_flags" and isinstance(parsed.get("data"), dict):
                     client_flags.update(parsed["data"])

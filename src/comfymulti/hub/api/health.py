@@ -11,10 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from comfymulti.db import transaction
-from comfymulti.hub import workers
-from comfymulti.hub.access import get_hub
 from comfymulti.hub.context import HubContext
-from comfymulti.queue import store
+from comfymulti.hub.web.access import get_hub
+from comfymulti.queue import fleet, store
 
 router = APIRouter(tags=["health"])
 
@@ -25,7 +24,7 @@ async def health(hub: HubContext = Depends(get_hub)) -> Response:
     try:
         with transaction(hub.factory) as s:
             s.execute(text("SELECT 1"))
-            body["workers_online"] = workers.online_count(s, hub.online_window)
+            body["workers_online"] = fleet.online_count(s, hub.online_window)
             body["queue_depth"] = store.count_queued(s)
     except SQLAlchemyError as exc:
         body.update(status="error", db=f"error: {type(exc).__name__}")

@@ -52,7 +52,7 @@ def publish(settings: Settings, name: str, content: bytes) -> Path:
     name = _check_name(name)
     try:
         data = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise InvalidInput(f"template is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not ("nodes" in data or "prompt" in data):
         raise InvalidInput("template must be a ComfyUI workflow (a JSON object with 'nodes')")

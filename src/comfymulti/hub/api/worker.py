@@ -1,25 +1,24 @@
-"""/worker/v1: the routes GPU workers call (outbound from the worker, token-authenticated)."""
+"""/worker/v1: the routes GPU workers call (outbound from the worker, token-authenticated).
+
+Credentials are checked by each route's dependency before its body is read; bodies are read
+with `bodies`, so each has a cap."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gzip
-import hashlib
 import json
-import os
-import uuid
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 
+from comfymulti.catalog.codec import unpack
 from comfymulti.db import transaction
-from comfymulti.errors import InvalidInput, NotFound, PayloadTooLarge
-from comfymulti.hub import workers
-from comfymulti.hub.access import current_worker, get_hub, worker_token
+from comfymulti.errors import InvalidInput, NotFound
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.files import resolve
-from comfymulti.hub.requests import read_body
+from comfymulti.hub.services import workers
+from comfymulti.hub.web import bodies
+from comfymulti.hub.web.access import current_worker, get_hub, worker_token
 from comfymulti.models import Job, User, Worker, WorkerToken
 from comfymulti.protocol import (
     PREFIX,
@@ -36,11 +35,13 @@ from comfymulti.protocol import (
     RenewResponse,
     StoredFile,
 )
+from comfymulti.userfiles import resolve
 
 router = APIRouter(prefix=PREFIX, tags=["worker"])
 
-_CATALOG_LIMIT = 64 * 1024 * 1024
+_CATALOG_LIMIT = 16 * 1024 * 1024  # gzip; unpacked size is capped by the codec
 _PREVIEW_LIMIT = 8 * 1024 * 1024
+_EVENTS_LIMIT = 16 * 1024 * 1024  # up to 1000 events, some with large outputs lists
 
 
 def _held(hub: HubContext, worker: Worker, job_id: str, lease_id: str) -> Job:
@@ -48,8 +49,9 @@ def _held(hub: HubContext, worker: Worker, job_id: str, lease_id: str) -> Job:
 
 
 @router.post("/register", response_model=RegisterResponse)
-async def register(req: RegisterRequest, token: WorkerToken = Depends(worker_token),
+async def register(request: Request, token: WorkerToken = Depends(worker_token),
                    hub: HubContext = Depends(get_hub)) -> RegisterResponse:
+    req = await bodies.read_model(request, RegisterRequest)
     with transaction(hub.factory) as s:
         worker, needed = workers.register(s, token, req)
     hub.queue.wake_workers()
@@ -63,11 +65,7 @@ async def upload_catalog(catalog_hash: str, request: Request,
                          worker: Worker = Depends(current_worker),
                          hub: HubContext = Depends(get_hub)) -> Response:
     """Body: the catalog as gzip-compressed JSON."""
-    body = await read_body(request, _CATALOG_LIMIT)
-    try:
-        catalog = json.loads(gzip.decompress(body))
-    except (OSError, EOFError, ValueError) as exc:
-        raise InvalidInput(f"catalog must be gzip-compressed JSON: {exc}") from None
+    catalog = unpack(await bodies.read_body(request, _CATALOG_LIMIT, "catalog"))
     with transaction(hub.factory) as s:
         workers.store_catalog(s, s.merge(worker), catalog_hash, catalog)
     hub.queue.wake_workers()
@@ -76,7 +74,7 @@ async def upload_catalog(catalog_hash: str, request: Request,
 
 @router.post("/lease", response_model=LeasedJob,
              responses={204: {"description": "no work within the wait"}})
-async def lease(wait: float = Query(0.0, ge=0), worker: Worker = Depends(current_worker),
+async def lease(wait: float = Query(0.0, ge=0, le=3600), worker: Worker = Depends(current_worker),
                 hub: HubContext = Depends(get_hub)) -> LeasedJob | Response:
     wait = min(wait, hub.settings.queue.long_poll_seconds)
     job = await hub.queue.lease(worker.id, wait)
@@ -88,18 +86,19 @@ async def lease(wait: float = Query(0.0, ge=0), worker: Worker = Depends(current
 
 
 @router.post("/renew", response_model=RenewResponse)
-async def renew(req: RenewRequest, worker: Worker = Depends(current_worker),
+async def renew(request: Request, worker: Worker = Depends(current_worker),
                 hub: HubContext = Depends(get_hub)) -> RenewResponse:
+    req = await bodies.read_model(request, RenewRequest)
     lost, cancel = hub.queue.renew(worker.id, req.leases)
     return RenewResponse(lost=lost, cancel=cancel)
 
 
 @router.get("/commands", response_model=Commands)
-async def commands(wait: float = Query(0.0, ge=0), known: str = "",
+async def commands(wait: float = Query(0.0, ge=0, le=3600), known: str = "",
                    worker: Worker = Depends(current_worker),
                    hub: HubContext = Depends(get_hub)) -> Commands:
     """Long-poll: answers at once if the commands differ from `known` (their JSON), else
-    when a cancel or drain for this worker happens, else after `wait` seconds."""
+    when a cancel or drain for this worker happens or the hub stops, else after `wait`."""
     wait = min(wait, hub.settings.queue.long_poll_seconds)
     signal = hub.queue.worker_signal(worker.id)
     current = hub.queue.commands(worker.id)
@@ -113,27 +112,26 @@ async def commands(wait: float = Query(0.0, ge=0), known: str = "",
 @router.post("/drain", status_code=204)
 async def drain(worker: Worker = Depends(current_worker),
                 hub: HubContext = Depends(get_hub)) -> Response:
-    with transaction(hub.factory) as s:
-        s.merge(worker).draining = True
-    hub.queue.wake_workers()  # its pending lease long-poll answers "no work" now
+    hub.queue.drain(worker.id)
     return Response(status_code=204)
 
 
 @router.post("/jobs/{job_id}/events", response_model=EventsResponse)
-async def events(job_id: str, req: EventsRequest, worker: Worker = Depends(current_worker),
+async def events(job_id: str, request: Request, worker: Worker = Depends(current_worker),
                  hub: HubContext = Depends(get_hub)) -> EventsResponse:
+    req = await bodies.read_model(request, EventsRequest, _EVENTS_LIMIT)
     job = hub.queue.record_events(job_id, req.lease_id,
                                   [e.model_dump() for e in req.events], worker.id)
     return EventsResponse(cancel=job.cancel_requested)
 
 
 @router.post("/jobs/{job_id}/preview", status_code=204)
-async def preview(job_id: str, request: Request, lease_id: str = Query(...),
+async def preview(job_id: str, request: Request, lease_id: str = Query(..., max_length=64),
                   worker: Worker = Depends(current_worker),
                   hub: HubContext = Depends(get_hub)) -> Response:
     """A binary preview frame (ComfyUI's WebSocket bytes), passed on live, not stored."""
     job = _held(hub, worker, job_id, lease_id)
-    frame = await read_body(request, _PREVIEW_LIMIT)
+    frame = await bodies.read_body(request, _PREVIEW_LIMIT, "preview")
     hub.bus.publish(job.user_id, {"job_id": job_id, "client_id": job.client_id,
                                   "type": "binary", "data": frame})
     return Response(status_code=204)
@@ -149,7 +147,8 @@ async def input_file(job_id: str, lease_id: str, filename: str, subfolder: str =
         raise InvalidInput("type must be input, output or temp")
     with transaction(hub.factory) as s:
         owner = s.get(User, job.user_id)
-        assert owner is not None
+        if owner is None:
+            raise NotFound(f"job {job_id} has no owner any more")
     path = resolve(hub.settings.data_dir, owner.name, type, subfolder, filename)
     if not path.is_file():
         raise NotFound(f"{type} file {subfolder + '/' if subfolder else ''}{filename} not found")
@@ -161,47 +160,32 @@ async def upload_output(job_id: str, request: Request, lease_id: str, key: str, 
                         filename: str, subfolder: str = "", type: str = "output",
                         worker: Worker = Depends(current_worker),
                         hub: HubContext = Depends(get_hub)) -> StoredFile:
-    """Stream one output file to disk (never whole in memory), then file it for the owner."""
+    """Stream one output file to disk (never whole in memory), then file it for the owner.
+    A retry of an upload already stored answers at once, without reading the body again."""
     job = _held(hub, worker, job_id, lease_id)
-    if type not in ("output", "temp"):
-        raise InvalidInput("type must be output or temp")
-    with transaction(hub.factory) as s:
-        owner = s.get(User, job.user_id)
-        assert owner is not None
-    resolve(hub.settings.data_dir, owner.name, type, subfolder, filename)  # validate early
-    limit = hub.settings.files.max_output_bytes
-    tmp_dir = hub.settings.data_dir / "tmp"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"upload-{uuid.uuid4().hex}"
-    digest, size = hashlib.sha256(), 0
-    try:
-        with tmp.open("wb") as fh:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"output is larger than {limit} bytes")
-                digest.update(chunk)
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        out = hub.queue.store_output(job_id, lease_id, key, node_id, type, subfolder,
-                                     filename, tmp, size, digest.hexdigest())
-    finally:
-        tmp.unlink(missing_ok=True)
-    return StoredFile(filename=out.filename, subfolder=out.subfolder, type=out.type)
+    target = hub.queue.output_target(job, type, subfolder, filename)
+    if (done := hub.queue.find_output(job_id, lease_id, key)) is None:
+        received = await bodies.receive_file(request, hub.settings.files.max_output_bytes,
+                                             hub.settings.data_dir, "upload", "output")
+        try:
+            done = hub.queue.store_output(job_id, lease_id, key, node_id, target,
+                                          received.path, received.size, received.sha256)
+        finally:
+            received.path.unlink(missing_ok=True)
+    return StoredFile(filename=done.filename, subfolder=done.subfolder, type=done.type)
 
 
 @router.post("/jobs/{job_id}/complete", response_model=JobStateResponse)
-async def complete(job_id: str, req: CompleteRequest, worker: Worker = Depends(current_worker),
+async def complete(job_id: str, request: Request, worker: Worker = Depends(current_worker),
                    hub: HubContext = Depends(get_hub)) -> JobStateResponse:
-    _held(hub, worker, job_id, req.lease_id)
-    job = hub.queue.complete(job_id, req.lease_id, req.status, req.error)
+    req = await bodies.read_model(request, CompleteRequest, _EVENTS_LIMIT)
+    job = hub.queue.complete(job_id, req.lease_id, req.status, req.error, worker.id)
     return JobStateResponse(job_id=job.id, state=job.state)
 
 
 @router.post("/jobs/{job_id}/release", response_model=JobStateResponse)
-async def release(job_id: str, req: LeaseRef, worker: Worker = Depends(current_worker),
+async def release(job_id: str, request: Request, worker: Worker = Depends(current_worker),
                   hub: HubContext = Depends(get_hub)) -> JobStateResponse:
-    _held(hub, worker, job_id, req.lease_id)
-    job = hub.queue.release(job_id, req.lease_id)
+    req = await bodies.read_model(request, LeaseRef)
+    job = hub.queue.release(job_id, req.lease_id, worker.id)
     return JobStateResponse(job_id=job.id, state=job.state)

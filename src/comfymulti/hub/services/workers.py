@@ -6,12 +6,12 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from comfymulti.catalog.codec import catalog_hash, pack
 from comfymulti.errors import InvalidInput, NotFound, Unauthorized
-from comfymulti.hub.auth import WORKER_TOKEN_PREFIX, new_token, token_hash
-from comfymulti.hub.catalog import catalog_hash, pack
+from comfymulti.hub.services.auth import WORKER_TOKEN_PREFIX, new_token, token_hash
 from comfymulti.models import Catalog, Worker, WorkerToken
 from comfymulti.protocol import RegisterRequest
 
@@ -63,9 +63,9 @@ def register(s: Session, token: WorkerToken, req: RegisterRequest) -> tuple[Work
     return worker, bool(req.catalog_hash) and not known
 
 
-def store_catalog(s: Session, worker: Worker, expected_hash: str, catalog: Any) -> None:
-    if not isinstance(catalog, dict) or not isinstance(catalog.get("object_info"), dict):
-        raise InvalidInput("catalog must be an object with an object_info object")
+def store_catalog(s: Session, worker: Worker, expected_hash: str, catalog: dict[str, Any]
+                  ) -> None:
+    """Keep the catalog a worker sent if its content hashes to what the worker announced."""
     actual = catalog_hash(catalog)
     if actual != expected_hash:
         raise InvalidInput(f"catalog hash mismatch: body hashes to {actual}")
@@ -79,11 +79,6 @@ def get_worker(s: Session, token: WorkerToken, worker_id: str) -> Worker:
     if worker is None or worker.token_id != token.id:
         raise NotFound("unknown worker; register first")
     return worker
-
-
-def online_count(s: Session, within: float) -> int:
-    return s.scalar(select(func.count()).select_from(Worker).where(
-        Worker.last_seen >= time.time() - within)) or 0
 
 
 def list_workers(s: Session) -> list[Worker]:

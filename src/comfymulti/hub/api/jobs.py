@@ -9,11 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
+from comfymulti.catalog.prompt import parse_submission
 from comfymulti.db import transaction
 from comfymulti.errors import InvalidInput
-from comfymulti.hub.access import current_user, get_hub, owned_job, visible_jobs
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.requests import read_json
+from comfymulti.hub.web.access import current_user, get_hub, owned_job, visible_jobs
+from comfymulti.hub.web.bodies import read_json
 from comfymulti.models import Job, JobEvent, User
 from comfymulti.queue.jobs import JobState
 
@@ -41,11 +42,7 @@ async def submit(request: Request, user: User = Depends(current_user),
     body = await read_json(request, hub.settings.queue.max_prompt_bytes)
     if not isinstance(body, dict) or "prompt" not in body:
         raise InvalidInput('body must be an object with a "prompt"')
-    client_id = body.get("client_id") or ""
-    if not isinstance(client_id, str):
-        raise InvalidInput("client_id must be a string")
-    job = hub.queue.submit(user, body["prompt"], extra_data=body.get("extra_data"),
-                           client_id=client_id, job_id=body.get("prompt_id"))
+    job = hub.queue.submit(user, parse_submission(body))
     return job_view(job)
 
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from comfymulti.hub import templates
-from comfymulti.hub.access import current_user, get_hub, require_instructor
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.requests import read_body
+from comfymulti.hub.services import templates
+from comfymulti.hub.web.access import current_user, get_hub, require_instructor
+from comfymulti.hub.web.bodies import read_body
 
 router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
 

@@ -1,38 +1,19 @@
-"""Node and model catalogs reported by workers, and what a prompt needs from one.
+"""What a prompt needs from a catalog, and catalogs prepared for matching.
 
-A catalog is `{"object_info": {...}, "models": {folder: [file, ...]}}` as the worker read it from
-its ComfyUI. A job may only go to a worker whose catalog has every node type of its prompt and
-every model file it names (a combo value that looks like a model file).
+A job may only go to a worker whose catalog has every node type of its prompt and every model
+file it names (a combo value that looks like a model file).
 """
 
 from __future__ import annotations
 
 import copy
-import gzip
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from comfymulti.errors import InvalidInput
-
 MODEL_EXTENSIONS = (
     ".safetensors", ".ckpt", ".pt", ".pth", ".pt2", ".bin", ".gguf", ".sft", ".onnx",
 )
-
-
-def check_prompt_shape(prompt: Any) -> dict[str, dict[str, Any]]:
-    """The API-format prompt, or InvalidInput saying what is wrong with its shape."""
-    if not isinstance(prompt, dict) or not prompt:
-        raise InvalidInput("prompt must be a non-empty object of nodes")
-    for node_id, node in prompt.items():
-        if not isinstance(node, dict):
-            raise InvalidInput(f"node {node_id!r} must be an object")
-        if not isinstance(node.get("class_type"), str) or not node["class_type"]:
-            raise InvalidInput(f"node {node_id!r} has no class_type")
-        if not isinstance(node.get("inputs", {}), dict):
-            raise InvalidInput(f"node {node_id!r}: inputs must be an object")
-    return prompt
 
 
 def requirements(prompt: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
@@ -53,21 +34,7 @@ def requirements_key(req: dict[str, list[Any]]) -> str:
     return json.dumps(req, sort_keys=True, separators=(",", ":"))
 
 
-def catalog_hash(catalog: dict[str, Any]) -> str:
-    """Content hash of a catalog; worker and hub compute it the same way."""
-    canonical = json.dumps(catalog, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(canonical).hexdigest()
-
-
-def pack(catalog: dict[str, Any]) -> bytes:
-    return gzip.compress(json.dumps(catalog, separators=(",", ":")).encode(), 6)
-
-
-def unpack(data: bytes) -> dict[str, Any]:
-    return json.loads(gzip.decompress(data))
-
-
-def _combo_options(spec: Any) -> list[Any] | None:
+def combo_options(spec: Any) -> list[Any] | None:
     """The options of an input spec if it is a combo (old list form or V3 COMBO form)."""
     if not isinstance(spec, list) or not spec:
         return None
@@ -94,7 +61,7 @@ def merge_catalogs(catalogs: list[dict[str, Any]]) -> dict[str, Any]:
             for group in ("required", "optional"):
                 for name, spec in (node_def.get("input", {}).get(group) or {}).items():
                     mine = (inputs.get(group) or {}).get(name)
-                    ours, theirs = _combo_options(mine), _combo_options(spec)
+                    ours, theirs = combo_options(mine), combo_options(spec)
                     if ours is not None and theirs is not None:
                         ours.extend(o for o in theirs if o not in ours)
     models: dict[str, list[str]] = {}
@@ -120,7 +87,7 @@ class CatalogIndex:
             inputs = node_def.get("input", {}) if isinstance(node_def, dict) else {}
             for group in ("required", "optional"):
                 for name, spec in (inputs.get(group) or {}).items():
-                    options = _combo_options(spec)
+                    options = combo_options(spec)
                     if options is not None:
                         combos[(class_type, name)] = frozenset(map(str, options))
         return cls(nodes=frozenset(object_info), combos=combos)

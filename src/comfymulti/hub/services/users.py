@@ -12,15 +12,16 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from comfymulti.errors import Conflict, InvalidInput, NotFound
-from comfymulti.hub.auth import (
+from comfymulti.hub.services.auth import (
     USER_TOKEN_PREFIX,
     generate_password,
     hash_password,
     new_token,
 )
-from comfymulti.hub.files import USER_NAME, ensure_user_dirs, remove_user_dirs
-from comfymulti.models import ApiToken, Job, JobEvent, Output, User
+from comfymulti.models import ApiToken, User
+from comfymulti.queue import store
 from comfymulti.queue.jobs import Role
+from comfymulti.userfiles import USER_NAME, ensure_user_dirs, remove_user_dirs
 
 
 def get_user(s: Session, name: str) -> User:
@@ -68,10 +69,7 @@ def create_many(s: Session, data_dir: Path, count: int, prefix: str, role: Role,
 def remove_user(s: Session, data_dir: Path, name: str, delete_files: bool = False) -> None:
     """Delete the account, its jobs and tokens; its files stay unless `delete_files`."""
     user = get_user(s, name)
-    job_ids = select(Job.id).where(Job.user_id == user.id)
-    s.execute(delete(JobEvent).where(JobEvent.job_id.in_(job_ids)))
-    s.execute(delete(Output).where(Output.user_id == user.id))
-    s.execute(delete(Job).where(Job.user_id == user.id))
+    store.delete_user_jobs(s, user.id)  # a worker running one finds its lease lost
     s.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
     s.delete(user)
     if delete_files:

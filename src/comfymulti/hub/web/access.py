@@ -19,9 +19,10 @@ from starlette.requests import HTTPConnection
 
 from comfymulti.db import transaction
 from comfymulti.errors import Forbidden, NotFound, Unauthorized
-from comfymulti.hub import sessions, workers
-from comfymulti.hub.auth import USER_TOKEN_PREFIX, token_hash, verify_password
 from comfymulti.hub.context import HubContext
+from comfymulti.hub.services import workers
+from comfymulti.hub.services.auth import USER_TOKEN_PREFIX, token_hash, verify_password
+from comfymulti.hub.web import sessions
 from comfymulti.models import ApiToken, Job, User, Worker, WorkerToken
 from comfymulti.protocol import WORKER_ID_HEADER
 from comfymulti.queue.jobs import Role
@@ -82,20 +83,31 @@ def client_address(conn: HTTPConnection) -> str:
     return conn.client.host if conn.client else "unknown"
 
 
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+async def user_of(conn: HTTPConnection, hub: HubContext) -> User:
+    """Who is behind this request or socket upgrade, under the one CSRF rule: every
+    state-changing request and every socket must come from our own pages when it comes from
+    a browser, whatever credentials it carries (cookie, cached Basic, anything)."""
+    if conn.scope["type"] == "websocket" or conn.scope.get("method") not in _SAFE_METHODS:
+        check_same_origin(conn)
+    return await authenticate(hub, conn.headers, conn.cookies, client_address(conn))
+
+
 async def current_user(request: Request, hub: HubContext = Depends(get_hub)) -> User:
-    user = await authenticate(hub, request.headers, request.cookies, client_address(request))
-    if request.method not in ("GET", "HEAD", "OPTIONS") and sessions.COOKIE in request.cookies \
-            and "authorization" not in request.headers:
-        check_same_origin(request)
-    return user
+    return await user_of(request, hub)
 
 
 def check_same_origin(conn: HTTPConnection) -> None:
-    """Cookie-authenticated writes and sockets must come from our own pages (CSRF guard)."""
-    origin = conn.headers.get("origin")
-    if conn.headers.get("sec-fetch-site") == "cross-site":
+    """Refuse what a browser marks as coming from another site. Scripts send neither header
+    and pass; browsers always send Sec-Fetch-Site, and Origin on writes and sockets."""
+    site = conn.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
         raise Forbidden("cross-site request refused")
-    if origin and origin != "null" and urlsplit(origin).netloc != conn.headers.get("host"):
+    origin = conn.headers.get("origin")
+    if origin is not None and (origin == "null"
+                               or urlsplit(origin).netloc != conn.headers.get("host")):
         raise Forbidden("cross-origin request refused")
 
 
@@ -156,12 +168,17 @@ async def current_worker(request: Request, hub: HubContext = Depends(get_hub)) -
     return worker
 
 
-async def workspace_owner(user: str, me: User = Depends(current_user)) -> User:
-    """For /u/{user}/… routes: the logged-in user, who must be the workspace's owner.
-    Anyone else (admins included) gets 404, exactly as for a workspace that does not exist."""
+def own_workspace(me: User, user: str) -> User:
+    """The workspace /u/{user}/ is `me`'s own; anyone else (admins included) gets 404,
+    exactly as for a workspace that does not exist."""
     if me.name != user:
         raise NotFound("no such workspace")
     return me
+
+
+async def workspace_owner(user: str, me: User = Depends(current_user)) -> User:
+    """For /u/{user}/… routes and the socket: the logged-in owner of the workspace."""
+    return own_workspace(me, user)
 
 
 async def require_instructor(user: User = Depends(current_user)) -> User:

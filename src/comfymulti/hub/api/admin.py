@@ -5,20 +5,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from comfymulti.config import Policy
 from comfymulti.db import transaction
-from comfymulti.errors import NotFound
-from comfymulti.hub import workers
-from comfymulti.hub.access import get_hub, owned_job, require_admin
+from comfymulti.hub.api.jobs import job_view
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.jobs_api import job_view
-from comfymulti.hub.users import list_users
-from comfymulti.models import Job, User, Worker
-from comfymulti.queue import store
+from comfymulti.hub.services import workers
+from comfymulti.hub.services.users import list_users
+from comfymulti.hub.web import bodies
+from comfymulti.hub.web.access import get_hub, owned_job, require_admin
+from comfymulti.models import Job, User
+from comfymulti.queue import fleet, store
+from comfymulti.queue.jobs import Policy
 
 router = APIRouter(prefix="/admin/api", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -31,7 +31,7 @@ class PolicyBody(BaseModel):
 async def queue(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     """Counts by state and the queued jobs in the order they are expected to run."""
     ordered = hub.queue.order()
-    etas = hub.queue.etas(hub.online_window)
+    etas = hub.queue.etas()
     with transaction(hub.factory) as s:
         names = dict(s.execute(select(User.id, User.name)).all())
         counts = store.counts_by_state(s)
@@ -77,9 +77,9 @@ async def get_policy(hub: HubContext = Depends(get_hub)) -> dict[str, str]:
 
 
 @router.put("/policy")
-async def put_policy(body: PolicyBody, hub: HubContext = Depends(get_hub)) -> dict[str, str]:
-    hub.queue.set_policy(body.policy)
-    return {"policy": body.policy}
+async def put_policy(request: Request, hub: HubContext = Depends(get_hub)) -> dict[str, str]:
+    body = await bodies.read_model(request, PolicyBody)
+    return {"policy": hub.queue.set_policy(body.policy)}
 
 
 @router.get("/workers")
@@ -90,18 +90,13 @@ async def list_all_workers(hub: HubContext = Depends(get_hub)) -> dict[str, Any]
     return {"workers": [
         {"id": w.id, "name": w.name, "gpu": w.gpu, "vram_total": w.vram_total,
          "comfyui_version": w.comfyui_version, "draining": w.draining,
-         "online": w.last_seen >= now - hub.online_window, "last_seen": w.last_seen}
+         "online": fleet.is_online(w, hub.online_window, now), "last_seen": w.last_seen}
         for w in rows]}
 
 
 @router.post("/workers/{worker_id}/drain")
 async def drain(worker_id: str, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
-    with transaction(hub.factory) as s:
-        worker = s.get(Worker, worker_id)
-        if worker is None:
-            raise NotFound(f"no worker {worker_id}")
-        worker.draining = True
-    hub.queue.signal_worker(worker_id)
+    hub.queue.drain(worker_id)
     return {"id": worker_id, "draining": True}
 
 

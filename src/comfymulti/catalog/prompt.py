@@ -1,0 +1,88 @@
+"""A run request in ComfyUI's API format (`POST /prompt`), checked once where it enters the
+hub; everything after (validation, the queue, the worker) may rely on its shape."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from comfymulti.catalog.index import requirements, requirements_key
+from comfymulti.errors import InvalidInput
+
+Prompt = dict[str, dict[str, Any]]
+
+# Partner-node credentials a browser adds to extra_data; never stored on the hub.
+SECRET_EXTRA = ("auth_token_comfy_org", "api_key_comfy_org")
+
+
+class NoPrompt(InvalidInput):
+    """No prompt provided"""
+
+    error_type = "no_prompt"
+
+
+def check_prompt_shape(prompt: Any) -> Prompt:
+    """The API-format prompt, or InvalidInput saying what is wrong with its shape.
+    Flat loops only: a prompt is checked node by node, never by following links."""
+    if not isinstance(prompt, dict) or not prompt:
+        raise InvalidInput("prompt must be a non-empty object of nodes")
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict):
+            raise InvalidInput(f"node {node_id!r} must be an object")
+        if not isinstance(node.get("class_type"), str) or not node["class_type"]:
+            raise InvalidInput(f"node {node_id!r} has no class_type")
+        if not isinstance(node.get("inputs", {}), dict):
+            raise InvalidInput(f"node {node_id!r}: inputs must be an object")
+        if not isinstance(node.get("_meta", {}), dict):
+            raise InvalidInput(f"node {node_id!r}: _meta must be an object")
+    return prompt
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A checked run request: what the queue stores and a worker receives."""
+
+    prompt: Prompt
+    extra_data: dict[str, Any]
+    client_id: str = ""
+    prompt_id: str | None = None
+
+    @property
+    def requirements(self) -> str:
+        """Node types and model files this prompt needs, as the scheduler's matching key."""
+        return requirements_key(requirements(self.prompt))
+
+
+def parse_submission(body: Any) -> Submission:
+    """`{"prompt": …, "extra_data"?, "client_id"?, "prompt_id"?}` → Submission, or
+    InvalidInput (NoPrompt when there is no prompt object at all, as ComfyUI says)."""
+    if not isinstance(body, dict) or not isinstance(body.get("prompt"), dict):
+        raise NoPrompt()
+    prompt = check_prompt_shape(body["prompt"])
+    extra = body.get("extra_data") or {}
+    if not isinstance(extra, dict):
+        raise InvalidInput("extra_data must be an object")
+    if not isinstance(extra.get("extra_pnginfo", {}), dict):
+        raise InvalidInput("extra_data.extra_pnginfo must be an object")
+    extra = {k: v for k, v in extra.items() if k not in SECRET_EXTRA}
+    client_id = body.get("client_id") or ""
+    if not isinstance(client_id, str):
+        raise InvalidInput("client_id must be a string")
+    prompt_id = body.get("prompt_id")
+    if prompt_id is not None:
+        if not isinstance(prompt_id, str):
+            raise InvalidInput("prompt_id must be a UUID string")
+        try:
+            prompt_id = str(uuid.UUID(prompt_id))
+        except ValueError:
+            raise InvalidInput("prompt_id must be a UUID") from None
+    return Submission(prompt=prompt, extra_data=extra, client_id=client_id, prompt_id=prompt_id)
+
+
+def workflow_id(extra_data: dict[str, Any]) -> str | None:
+    """The id of the UI workflow a job came from (in extra_pnginfo), if it has one."""
+    info = extra_data.get("extra_pnginfo")
+    workflow = info.get("workflow") if isinstance(info, dict) else None
+    value = workflow.get("id") if isinstance(workflow, dict) else None
+    return value if isinstance(value, str) else None

@@ -1,0 +1,1 @@
+"""The hub's own HTTP routes: health, the job API for scripts, admin, templates, /worker/v1."""
