@@ -58,6 +58,9 @@ class QueueSettings(_Section):
     long_poll_seconds: float = Field(
         25.0, gt=0, le=120, description="Longest a worker's lease request waits for work."
     )
+    max_workers_per_token: int = Field(
+        32, ge=1, description="Online workers one worker token may register at once."
+    )
 
     @property
     def online_window(self) -> float:

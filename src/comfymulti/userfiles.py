@@ -16,6 +16,9 @@ from pathlib import Path, PurePosixPath
 from comfymulti.errors import Forbidden, InvalidInput
 
 KINDS = ("input", "output", "temp", "userdata")
+# What file systems allow for one name, leaving room for a ' (12)' counter; and a whole path.
+MAX_NAME_BYTES = 240
+MAX_PATH_BYTES = 1024
 USER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
@@ -35,6 +38,10 @@ def _clean_parts(value: str, what: str) -> list[str]:
     parts = [p for p in PurePosixPath(value).parts if p not in ("", ".")]
     if ".." in parts:
         raise InvalidInput(f"{what} may not contain '..'")
+    if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
+        raise InvalidInput(f"{what} has a name longer than {MAX_NAME_BYTES} bytes")
+    if len(value.encode()) > MAX_PATH_BYTES:
+        raise InvalidInput(f"{what} is longer than {MAX_PATH_BYTES} bytes")
     return parts
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 import zlib
 from typing import Any
 
@@ -16,6 +17,9 @@ from comfymulti.errors import InvalidInput, PayloadTooLarge
 
 # A real catalog (ComfyUI core + a few packs) is ~2 MB of JSON; this leaves room for many packs.
 MAX_UNPACKED = 64 * 1024 * 1024
+# Node names, display names and categories reach every participant's browser; real ones never
+# contain markup characters, so a catalog with them is refused rather than trusted.
+_MARKUP = re.compile(r"[<>]")
 
 
 def catalog_hash(catalog: dict[str, Any]) -> str:
@@ -60,4 +64,11 @@ def unpack(data: bytes, limit: int = MAX_UNPACKED) -> dict[str, Any]:
         raise InvalidInput(f"catalog is not JSON: {exc}") from None
     if not isinstance(catalog, dict) or not isinstance(catalog.get("object_info"), dict):
         raise InvalidInput("catalog must be an object with an object_info object")
+    for class_type, node_def in catalog["object_info"].items():
+        if not isinstance(node_def, dict):
+            raise InvalidInput(f"catalog node {class_type!r} must be an object")
+        labels = [class_type, node_def.get("display_name"), node_def.get("category")]
+        if any(isinstance(x, str) and _MARKUP.search(x) for x in labels):
+            raise InvalidInput(f"catalog node {class_type[:80]!r}: names and categories must be "
+                               "plain text")
     return catalog

@@ -3,6 +3,7 @@ hub; everything after (validation, the queue, the worker) may rely on its shape.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,20 @@ def parse_submission(body: Any) -> Submission:
         except ValueError:
             raise InvalidInput("prompt_id must be a UUID") from None
     return Submission(prompt=prompt, extra_data=extra, client_id=client_id, prompt_id=prompt_id)
+
+
+_ANNOTATION = re.compile(r"\s*\[(input|output|temp)\]$")
+
+
+def references_file(prompt: Prompt, subfolder: str, filename: str) -> bool:
+    """True if some input of the prompt names this file ('name', 'sub/name', with or without
+    a ' [input]'-style annotation): a worker may fetch only the files its job loads."""
+    wanted = f"{subfolder.strip('/')}/{filename}" if subfolder.strip("/") else filename
+    for node in prompt.values():
+        for value in node.get("inputs", {}).values():
+            if isinstance(value, str) and _ANNOTATION.sub("", value) == wanted:
+                return True
+    return False
 
 
 def workflow_id(extra_data: dict[str, Any]) -> str | None:

@@ -432,7 +432,7 @@ class JobQueue:
             if owner is None:
                 raise NotFound(f"job {job.id} has no owner any more")
             path = resolve(self.data_dir, owner.name, kind, subfolder, filename)
-        if not path.name:
+        if not filename.strip(" ."):
             raise InvalidInput("an output needs a file name")
         return OutputTarget(user_id=owner.id, kind=kind, subfolder=subfolder, path=path)
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from comfymulti.catalog.codec import unpack
+from comfymulti.catalog.prompt import references_file
 from comfymulti.db import transaction
 from comfymulti.errors import InvalidInput, NotFound
 from comfymulti.hub.context import HubContext
@@ -53,7 +54,8 @@ async def register(request: Request, token: WorkerToken = Depends(worker_token),
                    hub: HubContext = Depends(get_hub)) -> RegisterResponse:
     req = await bodies.read_model(request, RegisterRequest)
     with transaction(hub.factory) as s:
-        worker, needed = workers.register(s, token, req)
+        worker, needed = workers.register(
+            s, token, req, cap=hub.settings.queue.max_workers_per_token, window=hub.online_window)
     hub.queue.wake_workers()
     q = hub.settings.queue
     return RegisterResponse(worker_id=worker.id, catalog_needed=needed,
@@ -145,6 +147,8 @@ async def input_file(job_id: str, lease_id: str, filename: str, subfolder: str =
     job = _held(hub, worker, job_id, lease_id)
     if type not in ("input", "output", "temp"):
         raise InvalidInput("type must be input, output or temp")
+    if not references_file(json.loads(job.prompt), subfolder, filename):
+        raise NotFound("the job's prompt does not load that file")
     with transaction(hub.factory) as s:
         owner = s.get(User, job.user_id)
         if owner is None:

@@ -6,14 +6,15 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from comfymulti.catalog.codec import catalog_hash, pack
-from comfymulti.errors import InvalidInput, NotFound, Unauthorized
+from comfymulti.errors import InvalidInput, NotFound, QuotaExceeded, Unauthorized
 from comfymulti.hub.services.auth import WORKER_TOKEN_PREFIX, new_token, token_hash
 from comfymulti.models import Catalog, Worker, WorkerToken
 from comfymulti.protocol import RegisterRequest
+from comfymulti.queue import fleet
 
 
 def create_token(s: Session, name: str) -> str:
@@ -45,10 +46,20 @@ def authenticate(s: Session, token: str) -> WorkerToken:
     return row
 
 
-def register(s: Session, token: WorkerToken, req: RegisterRequest) -> tuple[Worker, bool]:
-    """Create or refresh the worker (token, name); True if the hub needs its catalog."""
+def register(s: Session, token: WorkerToken, req: RegisterRequest, *, cap: int = 0,
+             window: float = 0.0) -> tuple[Worker, bool]:
+    """Create or refresh the worker (token, name); True if the hub needs its catalog.
+    With `cap`, a token serves at most that many online workers (a leaked token cannot
+    flood the worker list); a worker re-registering under its own name always may."""
     now = time.time()
     worker = s.scalar(select(Worker).where(Worker.token_id == token.id, Worker.name == req.name))
+    if cap and (worker is None or not fleet.is_online(worker, window, now)):
+        online = s.scalar(select(func.count()).select_from(Worker).where(
+            Worker.token_id == token.id, fleet.online(window, now))) or 0
+        if online >= cap:
+            raise QuotaExceeded(
+                f"worker token {token.name!r} already serves {online} online workers; "
+                "create another with 'comfymulti workers token --name NAME'")
     if worker is None:
         worker = Worker(id=str(uuid.uuid4()), token_id=token.id, name=req.name,
                         registered_at=now, draining=False)

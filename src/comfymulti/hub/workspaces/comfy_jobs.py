@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from comfymulti.catalog.prompt import workflow_id
 from comfymulti.models import Job, JobEvent
 from comfymulti.queue.jobs import JobState
 
@@ -72,9 +73,8 @@ def job_object(job: Job, position: int | None = None, eta: float | None = None
         obj["execution_error"] = json.loads(job.error)
     if preview is not None:
         obj["preview_output"] = preview
-    workflow_id = json.loads(job.extra_data).get("extra_pnginfo", {}).get("workflow", {})
-    if isinstance(workflow_id, dict) and workflow_id.get("id"):
-        obj["workflow_id"] = workflow_id["id"]
+    if workflow := workflow_id(json.loads(job.extra_data)):
+        obj["workflow_id"] = workflow
     if position is not None:
         obj["queue_position"] = position
     if eta is not None:
