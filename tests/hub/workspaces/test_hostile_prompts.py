@@ -16,7 +16,7 @@ SAVE = {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_pref
 
 
 def _chain(n: int) -> dict:
-    """EmptyImage → n × ImageInvert → SaveImage, each linked to the one before."""
+    """EmptyImage, then n ImageInvert nodes, then SaveImage, each linked to the one before."""
     prompt = {"1": NODE}
     for i in range(2, n + 2):
         prompt[str(i)] = {"class_type": "ImageInvert", "inputs": {"image": [str(i - 1), 0]}}
