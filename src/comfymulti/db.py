@@ -15,9 +15,10 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from comfymulti.errors import ConfigError
+from comfymulti.errors import ConfigError, Unavailable
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -36,7 +37,7 @@ def make_engine(url: str) -> Engine:
             # NORMAL in WAL mode: a power cut may lose the last commits, never corrupt the file.
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=5000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.close()
 
     return engine
@@ -46,11 +47,28 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+# How long a request waits for another writer before it is answered 503 (try again).
+BUSY_TIMEOUT_MS = 5000
+RETRY_AFTER_SECONDS = 5
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One short unit of work: commit on success, roll back on any error."""
-    with factory() as session, session.begin():
-        yield session
+    """One short unit of work: commit on success, roll back on any error. A database held by
+    another writer past the busy timeout becomes Unavailable (503 with Retry-After)."""
+    try:
+        with factory() as session, session.begin():
+            yield session
+    except OperationalError as exc:
+        if _busy(exc):
+            raise Unavailable("the database is busy; try again in a few seconds",
+                              retry_after=RETRY_AFTER_SECONDS) from None
+        raise
+
+
+def _busy(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "locked" in text or "busy" in text
 
 
 def _alembic_config(engine: Engine) -> AlembicConfig:

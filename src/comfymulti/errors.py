@@ -10,6 +10,7 @@
     ├── Conflict                   409
     │   └── LeaseLost              409   (a worker acted under a lease it no longer holds)
     ├── QuotaExceeded              429
+    ├── Unavailable                503   (database busy: try again; answered with Retry-After)
     ├── StorageError               500
     └── ComfyUIError               500   (the worker's local ComfyUI failed or refused)
 
@@ -93,6 +94,13 @@ class QuotaExceeded(ComfyMultiError):
 
     status_code = 429
     error_type = "quota_exceeded"
+
+
+class Unavailable(ComfyMultiError):
+    """The hub is busy; try again in a few seconds."""
+
+    status_code = 503
+    error_type = "unavailable"
 
 
 class StorageError(ComfyMultiError):

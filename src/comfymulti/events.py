@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from comfymulti.blocking import on_loop
+
 Message = dict[str, Any]
 
 
@@ -26,6 +28,11 @@ class EventBus:
     def __init__(self, maxsize: int = 2000) -> None:
         self._subs: dict[int, set[Subscription]] = {}
         self._maxsize = maxsize
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop the subscribers live on; publishing from other threads goes through it."""
+        self._loop = loop
 
     @contextmanager
     def subscribe(self, user_id: int) -> Iterator[Subscription]:
@@ -41,6 +48,10 @@ class EventBus:
                     del self._subs[user_id]
 
     def publish(self, user_id: int, message: Message) -> None:
+        """Deliver to the user's subscribers; safe from any thread, order kept per thread."""
+        on_loop(self._loop, self._publish, user_id, message)
+
+    def _publish(self, user_id: int, message: Message) -> None:
         for sub in self._subs.get(user_id, ()):
             try:
                 sub.queue.put_nowait(message)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from comfymulti.blocking import Offload
 from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.events import EventBus
@@ -28,6 +29,10 @@ from comfymulti.queue.service import JobQueue
 
 log = logging.getLogger("comfymulti.hub")
 
+# Threads doing database work for requests. SQLite has one writer at a time anyway; a few
+# threads let reads go on while a write waits, without piling up hundreds of waiters.
+DB_THREADS = 8
+
 
 def build_context(settings: Settings) -> HubContext:
     """Open the database (migrating it) and build the services; no I/O beyond that."""
@@ -38,11 +43,13 @@ def build_context(settings: Settings) -> HubContext:
     factory = session_factory(engine)
     bus = EventBus()
     metrics = Metrics()
+    run = Offload(DB_THREADS)
     queue = JobQueue(factory, settings.queue, settings.data_dir, bus, metrics,
-                     CatalogCache(settings.queue.online_window))
+                     CatalogCache(settings.queue.online_window), run)
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
-                     login_limiter=RateLimiter(max_failures=10, window=300.0))
+                     login_limiter=RateLimiter(max_failures=10, window=300.0), run=run,
+                     probe=Offload(2))
 
     def jobs_by_state() -> dict[str, int]:
         with transaction(factory) as s:
@@ -71,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hub.queue.bind(asyncio.get_running_loop())
         hub.queue.on_start()
         reaper = asyncio.create_task(hub.queue.reaper(), name="lease-reaper")
         log.info("hub ready at %s", settings.public_url, extra={"action": "start"})

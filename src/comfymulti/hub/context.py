@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from comfymulti.blocking import Offload
 from comfymulti.config import Settings
+from comfymulti.db import transaction
 from comfymulti.events import EventBus
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.metrics import Metrics
 from comfymulti.queue.service import JobQueue
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -24,6 +30,16 @@ class HubContext:
     queue: JobQueue
     secret: str
     login_limiter: RateLimiter
+    run: Offload  # `await hub.run(fn, *args)`: blocking work (database, hashing) off the loop
+    probe: Offload  # /health's own threads, so it answers even when `run`'s are all waiting
+
+    async def tx(self, fn: Callable[[Session], T]) -> T:
+        """`fn(session)` in one transaction, in a worker thread."""
+        def in_transaction() -> T:
+            with transaction(self.factory) as s:
+                return fn(s)
+
+        return await self.run(in_transaction)
 
     @property
     def online_window(self) -> float:

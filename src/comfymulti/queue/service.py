@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from comfymulti.blocking import Offload, on_loop
 from comfymulti.catalog.prompt import Submission
 from comfymulti.config import QueueSettings
 from comfymulti.db import transaction
@@ -59,6 +60,7 @@ class JobQueue:
         bus: EventBus,
         metrics: Metrics,
         catalogs: CatalogCache,
+        offload: Offload,
     ) -> None:
         self.factory = factory
         self.settings = settings
@@ -69,11 +71,22 @@ class JobQueue:
         self._work = asyncio.Event()
         self._worker_signals: dict[str, asyncio.Event] = {}
         self.closing = False
+        self._offload = offload
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The hub's loop: long-polls wait on it, and notifications from the threads that do
+        the database work are handed to it."""
+        self._loop = loop
+        self.bus.bind(loop)
 
     # --- notifications ---------------------------------------------------------------------
 
     def wake_workers(self) -> None:
         """Wake every long-polling lease request: there may be work for it now."""
+        on_loop(self._loop, self._wake)
+
+    def _wake(self) -> None:
         self._work.set()
         self._work = asyncio.Event()
 
@@ -98,7 +111,11 @@ class JobQueue:
         self._worker_signals.clear()
 
     def signal_worker(self, worker_id: str | None) -> None:
-        if worker_id and (event := self._worker_signals.pop(worker_id, None)):
+        if worker_id:
+            on_loop(self._loop, self._signal, worker_id)
+
+    def _signal(self, worker_id: str) -> None:
+        if event := self._worker_signals.pop(worker_id, None):
             event.set()
 
     # --- policy ----------------------------------------------------------------------------
@@ -238,15 +255,15 @@ class JobQueue:
             work = self._work
             if self.closing:
                 return None
-            job = self._try_lease(worker_id)
+            job = await self._offload(self._try_lease, worker_id)
             if job is not None or (remaining := deadline - time.monotonic()) <= 0:
                 return job
-            if self._draining(worker_id):  # answer a draining worker's long-poll at once
-                return None
+            if await self._offload(self._draining, worker_id):
+                return None  # answer a draining worker's long-poll at once
             try:
                 await asyncio.wait_for(work.wait(), remaining)
             except TimeoutError:
-                return self._try_lease(worker_id)
+                return await self._offload(self._try_lease, worker_id)
 
     def _draining(self, worker_id: str) -> bool:
         with transaction(self.factory) as s:
@@ -419,7 +436,7 @@ class JobQueue:
         while True:
             await asyncio.sleep(self.settings.reaper_seconds)
             try:
-                self.reap()
+                await self._offload(self.reap)
             except Exception:  # keep the loop alive; the next pass retries
                 log.exception("lease reaper failed", extra={"action": "reap"})
 

@@ -28,7 +28,7 @@ class PolicyBody(BaseModel):
 
 
 @router.get("/queue")
-async def queue(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+def queue(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     """Counts by state and the queued jobs in the order they are expected to run."""
     ordered = hub.queue.order()
     etas = hub.queue.etas()
@@ -45,7 +45,7 @@ async def queue(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
 
 
 @router.get("/jobs")
-async def jobs(state: str | None = None, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+def jobs(state: str | None = None, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     stmt = select(Job, User.name).join(User).order_by(Job.seq.desc()).limit(1000)
     if state:
         stmt = stmt.where(Job.state.in_(state.split(",")))
@@ -55,7 +55,7 @@ async def jobs(state: str | None = None, hub: HubContext = Depends(get_hub)) -> 
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel(job_id: str, admin: User = Depends(require_admin),
+def cancel(job_id: str, admin: User = Depends(require_admin),
                  hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         job = owned_job(s, admin, job_id)
@@ -63,7 +63,7 @@ async def cancel(job_id: str, admin: User = Depends(require_admin),
 
 
 @router.post("/jobs/{job_id}/run-next")
-async def run_next(job_id: str, admin: User = Depends(require_admin),
+def run_next(job_id: str, admin: User = Depends(require_admin),
                    hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         job = owned_job(s, admin, job_id)
@@ -72,18 +72,18 @@ async def run_next(job_id: str, admin: User = Depends(require_admin),
 
 
 @router.get("/policy")
-async def get_policy(hub: HubContext = Depends(get_hub)) -> dict[str, str]:
+def get_policy(hub: HubContext = Depends(get_hub)) -> dict[str, str]:
     return {"policy": hub.queue.policy}
 
 
 @router.put("/policy")
 async def put_policy(request: Request, hub: HubContext = Depends(get_hub)) -> dict[str, str]:
     body = await bodies.read_model(request, PolicyBody)
-    return {"policy": hub.queue.set_policy(body.policy)}
+    return {"policy": await hub.run(hub.queue.set_policy, body.policy)}
 
 
 @router.get("/workers")
-async def list_all_workers(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+def list_all_workers(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         rows = workers.list_workers(s)
     now = time.time()
@@ -95,13 +95,13 @@ async def list_all_workers(hub: HubContext = Depends(get_hub)) -> dict[str, Any]
 
 
 @router.post("/workers/{worker_id}/drain")
-async def drain(worker_id: str, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+def drain(worker_id: str, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     hub.queue.drain(worker_id)
     return {"id": worker_id, "draining": True}
 
 
 @router.get("/users")
-async def users(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+def users(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         rows = list_users(s)
     return {"users": [{"name": u.name, "role": u.role, "disabled": u.disabled} for u in rows]}

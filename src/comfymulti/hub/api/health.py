@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Response
@@ -10,22 +12,45 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from comfymulti.db import transaction
+from comfymulti.db import BUSY_TIMEOUT_MS, transaction
+from comfymulti.errors import Unavailable
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.web.access import get_hub
 from comfymulti.queue import fleet, store
 
 router = APIRouter(tags=["health"])
 
+# /health answers within this time whatever the database does; a probe that cannot write in
+# time reports the database as not writable.
+DEADLINE = 0.08
+_PROBE_BUSY_MS = 50
+
+
+def _probe(hub: HubContext) -> dict[str, Any]:
+    """Write one row (the truth about writability), then read the counts; in a thread."""
+    with transaction(hub.factory) as s:
+        sqlite = s.get_bind().dialect.name == "sqlite"
+        if sqlite:
+            s.execute(text(f"PRAGMA busy_timeout={_PROBE_BUSY_MS}"))
+        try:
+            store.set_state(s, "health_probe", f"{time.time():.3f}")
+            s.flush()
+            found = {"workers_online": fleet.online_count(s, hub.online_window),
+                     "queue_depth": store.count_queued(s)}
+        finally:
+            if sqlite:
+                s.execute(text(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"))
+    return found
+
 
 @router.get("/health")
 async def health(hub: HubContext = Depends(get_hub)) -> Response:
     body: dict[str, Any] = {"status": "ok", "db": "ok"}
     try:
-        with transaction(hub.factory) as s:
-            s.execute(text("SELECT 1"))
-            body["workers_online"] = fleet.online_count(s, hub.online_window)
-            body["queue_depth"] = store.count_queued(s)
+        body.update(await asyncio.wait_for(hub.probe(_probe, hub), DEADLINE))
+    except (TimeoutError, Unavailable):
+        body.update(status="degraded", db="not writable: busy or locked")
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
     except SQLAlchemyError as exc:
         body.update(status="error", db=f"error: {type(exc).__name__}")
         return JSONResponse(body, status_code=503)
@@ -33,5 +58,5 @@ async def health(hub: HubContext = Depends(get_hub)) -> Response:
 
 
 @router.get("/metrics")
-async def metrics(hub: HubContext = Depends(get_hub)) -> Response:
+def metrics(hub: HubContext = Depends(get_hub)) -> Response:
     return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)

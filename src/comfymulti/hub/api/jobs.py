@@ -42,12 +42,12 @@ async def submit(request: Request, user: User = Depends(current_user),
     body = await read_json(request, hub.settings.queue.max_prompt_bytes)
     if not isinstance(body, dict) or "prompt" not in body:
         raise InvalidInput('body must be an object with a "prompt"')
-    job = hub.queue.submit(user, parse_submission(body))
+    job = await hub.run(hub.queue.submit, user, parse_submission(body))
     return job_view(job)
 
 
 @router.get("/jobs")
-async def list_jobs(state: str | None = None, limit: int = Query(100, ge=1, le=1000),
+def list_jobs(state: str | None = None, limit: int = Query(100, ge=1, le=1000),
                     user: User = Depends(current_user),
                     hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     stmt = visible_jobs(user).order_by(Job.seq.desc()).limit(limit)
@@ -62,7 +62,7 @@ async def list_jobs(state: str | None = None, limit: int = Query(100, ge=1, le=1
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, user: User = Depends(current_user),
+def get_job(job_id: str, user: User = Depends(current_user),
                   hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         job = owned_job(s, user, job_id)
@@ -70,7 +70,7 @@ async def get_job(job_id: str, user: User = Depends(current_user),
 
 
 @router.get("/jobs/{job_id}/events")
-async def job_events(job_id: str, user: User = Depends(current_user),
+def job_events(job_id: str, user: User = Depends(current_user),
                      hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     """The job's history: hub state changes and the ComfyUI events workers relayed, in order."""
     with transaction(hub.factory) as s:
@@ -82,7 +82,7 @@ async def job_events(job_id: str, user: User = Depends(current_user),
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel(job_id: str, user: User = Depends(current_user),
+def cancel(job_id: str, user: User = Depends(current_user),
                  hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         job = owned_job(s, user, job_id)

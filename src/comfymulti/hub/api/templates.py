@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
 
 
 @router.get("", dependencies=[Depends(current_user)])
-async def list_all(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+def list_all(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     return {"templates": [p.name for p in templates.list_templates(hub.settings)]}
 
 
@@ -29,6 +29,6 @@ async def publish(name: str, request: Request, hub: HubContext = Depends(get_hub
 
 
 @router.delete("/{name}", dependencies=[Depends(require_instructor)], status_code=204)
-async def remove(name: str, hub: HubContext = Depends(get_hub)) -> Response:
+def remove(name: str, hub: HubContext = Depends(get_hub)) -> Response:
     templates.remove(hub.settings, name)
     return Response(status_code=204)

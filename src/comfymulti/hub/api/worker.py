@@ -14,7 +14,6 @@ from fastapi.responses import FileResponse
 
 from comfymulti.catalog.codec import unpack
 from comfymulti.catalog.prompt import references_file
-from comfymulti.db import transaction
 from comfymulti.errors import InvalidInput, NotFound
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import workers
@@ -45,17 +44,16 @@ _PREVIEW_LIMIT = 8 * 1024 * 1024
 _EVENTS_LIMIT = 16 * 1024 * 1024  # up to 1000 events, some with large outputs lists
 
 
-def _held(hub: HubContext, worker: Worker, job_id: str, lease_id: str) -> Job:
-    return hub.queue.held(job_id, lease_id, worker.id)
+async def _held(hub: HubContext, worker: Worker, job_id: str, lease_id: str) -> Job:
+    return await hub.run(hub.queue.held, job_id, lease_id, worker.id)
 
 
 @router.post("/register", response_model=RegisterResponse)
 async def register(request: Request, token: WorkerToken = Depends(worker_token),
                    hub: HubContext = Depends(get_hub)) -> RegisterResponse:
     req = await bodies.read_model(request, RegisterRequest)
-    with transaction(hub.factory) as s:
-        worker, needed = workers.register(
-            s, token, req, cap=hub.settings.queue.max_workers_per_token, window=hub.online_window)
+    worker, needed = await hub.tx(lambda s: workers.register(
+        s, token, req, cap=hub.settings.queue.max_workers_per_token, window=hub.online_window))
     hub.queue.wake_workers()
     q = hub.settings.queue
     return RegisterResponse(worker_id=worker.id, catalog_needed=needed,
@@ -67,9 +65,9 @@ async def upload_catalog(catalog_hash: str, request: Request,
                          worker: Worker = Depends(current_worker),
                          hub: HubContext = Depends(get_hub)) -> Response:
     """Body: the catalog as gzip-compressed JSON."""
-    catalog = unpack(await bodies.read_body(request, _CATALOG_LIMIT, "catalog"))
-    with transaction(hub.factory) as s:
-        workers.store_catalog(s, s.merge(worker), catalog_hash, catalog)
+    body = await bodies.read_body(request, _CATALOG_LIMIT, "catalog")
+    catalog = await hub.run(unpack, body)
+    await hub.tx(lambda s: workers.store_catalog(s, s.merge(worker), catalog_hash, catalog))
     hub.queue.wake_workers()
     return Response(status_code=204)
 
@@ -91,7 +89,7 @@ async def lease(wait: float = Query(0.0, ge=0, le=3600), worker: Worker = Depend
 async def renew(request: Request, worker: Worker = Depends(current_worker),
                 hub: HubContext = Depends(get_hub)) -> RenewResponse:
     req = await bodies.read_model(request, RenewRequest)
-    lost, cancel = hub.queue.renew(worker.id, req.leases)
+    lost, cancel = await hub.run(hub.queue.renew, worker.id, req.leases)
     return RenewResponse(lost=lost, cancel=cancel)
 
 
@@ -103,18 +101,18 @@ async def commands(wait: float = Query(0.0, ge=0, le=3600), known: str = "",
     when a cancel or drain for this worker happens or the hub stops, else after `wait`."""
     wait = min(wait, hub.settings.queue.long_poll_seconds)
     signal = hub.queue.worker_signal(worker.id)
-    current = hub.queue.commands(worker.id)
+    current = await hub.run(hub.queue.commands, worker.id)
     if json.dumps(current, sort_keys=True) == known and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(signal.wait(), wait)
-        current = hub.queue.commands(worker.id)
+        current = await hub.run(hub.queue.commands, worker.id)
     return Commands(**current)
 
 
 @router.post("/drain", status_code=204)
 async def drain(worker: Worker = Depends(current_worker),
                 hub: HubContext = Depends(get_hub)) -> Response:
-    hub.queue.drain(worker.id)
+    await hub.run(hub.queue.drain, worker.id)
     return Response(status_code=204)
 
 
@@ -122,8 +120,8 @@ async def drain(worker: Worker = Depends(current_worker),
 async def events(job_id: str, request: Request, worker: Worker = Depends(current_worker),
                  hub: HubContext = Depends(get_hub)) -> EventsResponse:
     req = await bodies.read_model(request, EventsRequest, _EVENTS_LIMIT)
-    job = hub.queue.record_events(job_id, req.lease_id,
-                                  [e.model_dump() for e in req.events], worker.id)
+    job = await hub.run(hub.queue.record_events, job_id, req.lease_id,
+                        [e.model_dump() for e in req.events], worker.id)
     return EventsResponse(cancel=job.cancel_requested)
 
 
@@ -132,7 +130,7 @@ async def preview(job_id: str, request: Request, lease_id: str = Query(..., max_
                   worker: Worker = Depends(current_worker),
                   hub: HubContext = Depends(get_hub)) -> Response:
     """A binary preview frame (ComfyUI's WebSocket bytes), passed on live, not stored."""
-    job = _held(hub, worker, job_id, lease_id)
+    job = await _held(hub, worker, job_id, lease_id)
     frame = await bodies.read_body(request, _PREVIEW_LIMIT, "preview")
     hub.bus.publish(job.user_id, {"job_id": job_id, "client_id": job.client_id,
                                   "type": "binary", "data": frame})
@@ -144,15 +142,14 @@ async def input_file(job_id: str, lease_id: str, filename: str, subfolder: str =
                      type: str = "input", worker: Worker = Depends(current_worker),
                      hub: HubContext = Depends(get_hub)) -> FileResponse:
     """A file of the job owner's (input/output/temp), only while the lease is held."""
-    job = _held(hub, worker, job_id, lease_id)
+    job = await _held(hub, worker, job_id, lease_id)
     if type not in ("input", "output", "temp"):
         raise InvalidInput("type must be input, output or temp")
     if not references_file(json.loads(job.prompt), subfolder, filename):
         raise NotFound("the job's prompt does not load that file")
-    with transaction(hub.factory) as s:
-        owner = s.get(User, job.user_id)
-        if owner is None:
-            raise NotFound(f"job {job_id} has no owner any more")
+    owner = await hub.tx(lambda s: s.get(User, job.user_id))
+    if owner is None:
+        raise NotFound(f"job {job_id} has no owner any more")
     path = resolve(hub.settings.data_dir, owner.name, type, subfolder, filename)
     if not path.is_file():
         raise NotFound(f"{type} file {subfolder + '/' if subfolder else ''}{filename} not found")
@@ -166,14 +163,14 @@ async def upload_output(job_id: str, request: Request, lease_id: str, key: str, 
                         hub: HubContext = Depends(get_hub)) -> StoredFile:
     """Stream one output file to disk (never whole in memory), then file it for the owner.
     A retry of an upload already stored answers at once, without reading the body again."""
-    job = _held(hub, worker, job_id, lease_id)
-    target = hub.queue.output_target(job, type, subfolder, filename)
-    if (done := hub.queue.find_output(job_id, lease_id, key)) is None:
+    job = await _held(hub, worker, job_id, lease_id)
+    target = await hub.run(hub.queue.output_target, job, type, subfolder, filename)
+    if (done := await hub.run(hub.queue.find_output, job_id, lease_id, key)) is None:
         received = await bodies.receive_file(request, hub.settings.files.max_output_bytes,
                                              hub.settings.data_dir, "upload", "output")
         try:
-            done = hub.queue.store_output(job_id, lease_id, key, node_id, target,
-                                          received.path, received.size, received.sha256)
+            done = await hub.run(hub.queue.store_output, job_id, lease_id, key, node_id,
+                                 target, received.path, received.size, received.sha256)
         finally:
             received.path.unlink(missing_ok=True)
     return StoredFile(filename=done.filename, subfolder=done.subfolder, type=done.type)
@@ -183,7 +180,8 @@ async def upload_output(job_id: str, request: Request, lease_id: str, key: str, 
 async def complete(job_id: str, request: Request, worker: Worker = Depends(current_worker),
                    hub: HubContext = Depends(get_hub)) -> JobStateResponse:
     req = await bodies.read_model(request, CompleteRequest, _EVENTS_LIMIT)
-    job = hub.queue.complete(job_id, req.lease_id, req.status, req.error, worker.id)
+    job = await hub.run(hub.queue.complete, job_id, req.lease_id, req.status, req.error,
+                        worker.id)
     return JobStateResponse(job_id=job.id, state=job.state)
 
 
@@ -191,5 +189,5 @@ async def complete(job_id: str, request: Request, worker: Worker = Depends(curre
 async def release(job_id: str, request: Request, worker: Worker = Depends(current_worker),
                   hub: HubContext = Depends(get_hub)) -> JobStateResponse:
     req = await bodies.read_model(request, LeaseRef)
-    job = hub.queue.release(job_id, req.lease_id, worker.id)
+    job = await hub.run(hub.queue.release, job_id, req.lease_id, worker.id)
     return JobStateResponse(job_id=job.id, state=job.state)

@@ -147,8 +147,8 @@ def _bearer(request: Request) -> str:
 
 
 async def worker_token(request: Request, hub: HubContext = Depends(get_hub)) -> WorkerToken:
-    with transaction(hub.factory) as s:
-        return workers.authenticate(s, _bearer(request))
+    value = _bearer(request)
+    return await hub.tx(lambda s: workers.authenticate(s, value))
 
 
 # A worker's last_seen is written at most this often: it feeds "online", not correctness.
@@ -159,13 +159,15 @@ async def current_worker(request: Request, hub: HubContext = Depends(get_hub)) -
     """The registered worker behind the token and X-Worker-Id, in one short transaction."""
     token_value = _bearer(request)
     worker_id = request.headers.get(WORKER_ID_HEADER, "")
-    with transaction(hub.factory) as s:
-        token = workers.authenticate(s, token_value)
-        worker = workers.get_worker(s, token, worker_id)
+
+    def seen(s: Session) -> Worker:
+        worker = workers.get_worker(s, workers.authenticate(s, token_value), worker_id)
         now = time.time()
         if worker.last_seen < now - _SEEN_EVERY:
             worker.last_seen = now
-    return worker
+        return worker
+
+    return await hub.tx(seen)
 
 
 def own_workspace(me: User, user: str) -> User:

@@ -30,18 +30,18 @@ def features(hub: HubContext) -> dict[str, Any]:
 
 
 @router.get("/api/features")
-async def get_features(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+def get_features(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     return features(hub)
 
 
 @router.get("/api/users")
-async def get_users() -> dict[str, Any]:
+def get_users() -> dict[str, Any]:
     # Single-user shape: the hub already knows who this is; no user picker in the UI.
     return {"storage": "server", "migrated": True}
 
 
 @router.get("/api/system_stats")
-async def system_stats(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+def system_stats(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     """The hub as the 'system', every online worker's GPU as a device."""
     with transaction(hub.factory) as s:
         workers = fleet.online_workers(s, hub.online_window)
@@ -59,19 +59,19 @@ async def system_stats(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
 
 
 @router.get("/api/extensions")
-async def extensions() -> list[str]:
+def extensions() -> list[str]:
     return EXTENSIONS
 
 
 @router.get("/api/object_info")
-async def object_info(hub: HubContext = Depends(get_hub)) -> Response:
+def object_info(hub: HubContext = Depends(get_hub)) -> Response:
     with transaction(hub.factory) as s:
         body = hub.queue.catalogs.current_object_info_json(s)
     return Response(body, media_type="application/json")
 
 
 @router.get("/api/object_info/{class_type}")
-async def object_info_one(class_type: str, hub: HubContext = Depends(get_hub)
+def object_info_one(class_type: str, hub: HubContext = Depends(get_hub)
                           ) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         info = hub.queue.catalogs.current(s)["object_info"]
@@ -85,12 +85,12 @@ def _models(hub: HubContext) -> dict[str, list[str]]:
 
 
 @router.get("/api/experiment/models")
-async def model_folders(hub: HubContext = Depends(get_hub)) -> list[dict[str, Any]]:
+def model_folders(hub: HubContext = Depends(get_hub)) -> list[dict[str, Any]]:
     return [{"name": folder, "folders": [f"/models/{folder}"]} for folder in _models(hub)]
 
 
 @router.get("/api/experiment/models/{folder}")
-async def model_files(folder: str, hub: HubContext = Depends(get_hub)) -> list[dict[str, Any]]:
+def model_files(folder: str, hub: HubContext = Depends(get_hub)) -> list[dict[str, Any]]:
     models = _models(hub)
     if folder not in models:
         raise NotFound(f"no model folder {folder!r}")
@@ -98,12 +98,12 @@ async def model_files(folder: str, hub: HubContext = Depends(get_hub)) -> list[d
 
 
 @router.get("/api/models")
-async def legacy_model_folders(hub: HubContext = Depends(get_hub)) -> list[str]:
+def legacy_model_folders(hub: HubContext = Depends(get_hub)) -> list[str]:
     return sorted(_models(hub))
 
 
 @router.get("/api/models/{folder}")
-async def legacy_model_files(folder: str, hub: HubContext = Depends(get_hub)) -> list[str]:
+def legacy_model_files(folder: str, hub: HubContext = Depends(get_hub)) -> list[str]:
     models = _models(hub)
     if folder not in models:
         raise NotFound(f"no model folder {folder!r}")
@@ -111,7 +111,7 @@ async def legacy_model_files(folder: str, hub: HubContext = Depends(get_hub)) ->
 
 
 @router.get("/internal/folder_paths")
-async def folder_paths(hub: HubContext = Depends(get_hub)) -> dict[str, list[str]]:
+def folder_paths(hub: HubContext = Depends(get_hub)) -> dict[str, list[str]]:
     return {folder: [f"/models/{folder}"] for folder in _models(hub)}
 
 
@@ -119,34 +119,34 @@ async def folder_paths(hub: HubContext = Depends(get_hub)) -> dict[str, list[str
 @router.get("/api/global_subgraphs")
 @router.get("/api/node_replacements")
 @router.get("/api/workflow_templates")
-async def empty_map() -> dict[str, Any]:
+def empty_map() -> dict[str, Any]:
     """Nothing from custom nodes: the workers run core ComfyUI nodes only."""
     return {}
 
 
 @router.get("/api/global_subgraphs/{subgraph_id}")
-async def no_subgraph(subgraph_id: str) -> dict[str, Any]:
+def no_subgraph(subgraph_id: str) -> dict[str, Any]:
     raise NotFound(f"no global subgraph {subgraph_id!r}")
 
 
 @router.get("/templates/index.json")
-async def template_index() -> list[Any]:
+def template_index() -> list[Any]:
     """ComfyUI's template gallery (a separate package) is not installed: an empty gallery.
     Workshop workflows appear under Workflows/Workshop instead."""
     return []
 
 
 @router.get("/templates/index_logo.json")
-async def template_logos() -> dict[str, Any]:
+def template_logos() -> dict[str, Any]:
     return {}
 
 
 @router.get("/api/embeddings")
-async def embeddings() -> list[str]:
+def embeddings() -> list[str]:
     return []
 
 
 @router.post("/api/free")
-async def free() -> Response:
+def free() -> Response:
     """Memory on the GPU machines is the workers' business; accepted and ignored."""
     return Response(status_code=200)

@@ -9,9 +9,9 @@ from typing import Any
 
 from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
-from comfymulti.catalog.prompt import parse_submission
+from comfymulti.catalog.prompt import Submission, parse_submission
 from comfymulti.catalog.prompt import workflow_id as workflow_id_of
 from comfymulti.catalog.validate import validate
 from comfymulti.db import transaction
@@ -50,6 +50,11 @@ def _output_nodes(hub: HubContext) -> Callable[[Job], list[str]]:
 async def post_prompt(request: Request, me: User = Depends(workspace_owner),
                       hub: HubContext = Depends(get_hub)) -> Response:
     sub = parse_submission(await read_json(request, hub.settings.queue.max_prompt_bytes))
+    return await hub.run(_check_and_submit, hub, me, sub)
+
+
+def _check_and_submit(hub: HubContext, me: User, sub: Submission) -> Response:
+    """Validate against the workers' catalog as ComfyUI would, then queue (in a thread)."""
     with transaction(hub.factory) as s:
         object_info = hub.queue.catalogs.current(s)["object_info"]
     node_errors: dict[str, Any] = {}
@@ -84,13 +89,13 @@ def queue_remaining(hub: HubContext, me: User) -> int:
 
 
 @router.get("/api/prompt")
-async def get_prompt(me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
+def get_prompt(me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
                      ) -> dict[str, Any]:
     return {"exec_info": {"queue_remaining": queue_remaining(hub, me)}}
 
 
 @router.get("/api/queue")
-async def get_queue(me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
+def get_queue(me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
                     ) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         jobs = s.scalars(workspace_jobs(me).where(
@@ -107,15 +112,19 @@ async def post_queue(request: Request, me: User = Depends(workspace_owner),
                      hub: HubContext = Depends(get_hub)) -> Response:
     body = await read_object(request)
     ids = _ids(body, "delete")
-    with transaction(hub.factory) as s:
-        stmt = workspace_jobs(me).where(Job.state.in_([str(x) for x in
-                                                       (JobState.QUEUED, JobState.LEASED)]))
-        if not body.get("clear"):
-            stmt = stmt.where(Job.id.in_(ids or []))
-        targets = list(s.scalars(stmt))
-    for job in targets:
-        hub.queue.cancel(job, reason=f"removed from queue by {me.name}")
+    stmt = workspace_jobs(me).where(Job.state.in_([str(x) for x in
+                                                   (JobState.QUEUED, JobState.LEASED)]))
+    if not body.get("clear"):
+        stmt = stmt.where(Job.id.in_(ids or []))
+    await hub.run(_cancel_all, hub, stmt, f"removed from queue by {me.name}")
     return Response(status_code=200)
+
+
+def _cancel_all(hub: HubContext, stmt: Select[tuple[Job]], reason: str) -> list[CancelOutcome]:
+    """Cancel every job `stmt` selects (a query already scoped to the workspace's owner)."""
+    with transaction(hub.factory) as s:
+        targets = list(s.scalars(stmt))
+    return [hub.queue.cancel(job, reason=reason) for job in targets]
 
 
 @router.post("/api/interrupt")
@@ -125,13 +134,10 @@ async def interrupt(request: Request, me: User = Depends(workspace_owner),
     Never anyone else's."""
     body = await read_object(request, empty_ok=True)
     prompt_id = body.get("prompt_id")
-    with transaction(hub.factory) as s:
-        stmt = workspace_jobs(me).where(Job.state == str(JobState.RUNNING))
-        if prompt_id:
-            stmt = stmt.where(Job.id == str(prompt_id))
-        targets = list(s.scalars(stmt))
-    for job in targets:
-        hub.queue.cancel(job, reason=f"interrupted by {me.name}")
+    stmt = workspace_jobs(me).where(Job.state == str(JobState.RUNNING))
+    if prompt_id:
+        stmt = stmt.where(Job.id == str(prompt_id))
+    await hub.run(_cancel_all, hub, stmt, f"interrupted by {me.name}")
     return Response(status_code=200)
 
 
@@ -145,7 +151,7 @@ def _events(s: Any, job_ids: list[str]) -> dict[str, list[JobEvent]]:
 
 
 @router.get("/api/history")
-async def get_history(max_items: int | None = Query(None, ge=0), offset: int = Query(0, ge=0),
+def get_history(max_items: int | None = Query(None, ge=0), offset: int = Query(0, ge=0),
                       me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
                       ) -> dict[str, Any]:
     with transaction(hub.factory) as s:
@@ -161,7 +167,7 @@ async def get_history(max_items: int | None = Query(None, ge=0), offset: int = Q
 
 
 @router.get("/api/history/{prompt_id}")
-async def get_history_one(prompt_id: str, me: User = Depends(workspace_owner),
+def get_history_one(prompt_id: str, me: User = Depends(workspace_owner),
                           hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         job = s.scalar(workspace_jobs(me).where(Job.id == prompt_id))
@@ -177,7 +183,7 @@ async def post_history(request: Request, me: User = Depends(workspace_owner),
     """Delete finished entries from this user's history (their files stay)."""
     body = await read_object(request)
     ids = _ids(body, "delete")
-    hub.queue.forget(me, None if body.get("clear") else ids or [])
+    await hub.run(hub.queue.forget, me, None if body.get("clear") else ids or [])
     return Response(status_code=200)
 
 
@@ -197,7 +203,7 @@ def _etas(hub: HubContext, me: User) -> dict[str, tuple[int, float]]:
 
 
 @router.get("/api/jobs")
-async def list_jobs(status: str | None = None, limit: int | None = Query(None),
+def list_jobs(status: str | None = None, limit: int | None = Query(None),
                     offset: int = Query(0), sort_by: str = "created_at",
                     sort_order: str = "desc", workflow_id: str | None = None,
                     me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
@@ -230,7 +236,7 @@ async def list_jobs(status: str | None = None, limit: int | None = Query(None),
 
 
 @router.get("/api/jobs/{job_id}")
-async def get_job(job_id: str, me: User = Depends(workspace_owner),
+def get_job(job_id: str, me: User = Depends(workspace_owner),
                   hub: HubContext = Depends(get_hub)) -> Response:
     with transaction(hub.factory) as s:
         job = s.scalar(workspace_jobs(me).where(Job.id == job_id))
@@ -246,7 +252,7 @@ async def get_job(job_id: str, me: User = Depends(workspace_owner),
 
 
 @router.post("/api/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str, me: User = Depends(workspace_owner),
+def cancel_job(job_id: str, me: User = Depends(workspace_owner),
                      hub: HubContext = Depends(get_hub)) -> dict[str, bool]:
     with transaction(hub.factory) as s:
         job = s.scalar(workspace_jobs(me).where(Job.id == job_id))
@@ -262,7 +268,6 @@ async def cancel_jobs(request: Request, me: User = Depends(workspace_owner),
     ids = _ids(await read_object(request), "job_ids")
     if ids is None:
         raise InvalidInput("job_ids must be a list")
-    with transaction(hub.factory) as s:
-        jobs = list(s.scalars(workspace_jobs(me).where(Job.id.in_(ids))))
-    outcomes = [hub.queue.cancel(j, reason=f"cancelled by {me.name}") for j in jobs]
+    outcomes = await hub.run(_cancel_all, hub, workspace_jobs(me).where(Job.id.in_(ids)),
+                             f"cancelled by {me.name}")
     return JSONResponse({"cancelled": any(o != CancelOutcome.FINAL for o in outcomes)})

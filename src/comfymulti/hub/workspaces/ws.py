@@ -84,9 +84,9 @@ async def workspace_socket(websocket: WebSocket, user: str) -> None:
     client_flags: dict[str, Any] = {}
     try:
         with hub.bus.subscribe(me.id) as sub:
+            remaining = await hub.run(queue_remaining, hub, me)
             await websocket.send_json({"type": "status", "data": {
-                "status": {"exec_info": {"queue_remaining": queue_remaining(hub, me)}},
-                "sid": sid}})
+                "status": {"exec_info": {"queue_remaining": remaining}}, "sid": sid}})
             await _replay(websocket, hub, me, sid)
             reader = asyncio.create_task(_read(websocket, hub, client_flags))
             try:
@@ -130,8 +130,9 @@ async def _read(websocket: WebSocket, hub: HubContext, client_flags: dict[str, A
 async def _deliver(websocket: WebSocket, hub: HubContext, me: User, sid: str, msg: Message,
                    client_flags: dict[str, Any]) -> None:
     if msg["type"] == "queue_changed":
+        remaining = await hub.run(queue_remaining, hub, me)
         await websocket.send_json({"type": "status", "data": {
-            "status": {"exec_info": {"queue_remaining": queue_remaining(hub, me)}}}})
+            "status": {"exec_info": {"queue_remaining": remaining}}}})
         return
     if msg.get("client_id") not in (sid, ""):
         return
@@ -146,6 +147,13 @@ async def _deliver(websocket: WebSocket, hub: HubContext, me: User, sid: str, ms
 
 async def _replay(websocket: WebSocket, hub: HubContext, me: User, sid: str) -> None:
     """A socket (re)connecting with the id of a running job gets that job's state so far."""
+    for type_, data in await hub.run(_replayed, hub, me, sid):
+        await websocket.send_json({"type": type_, "data": data})
+
+
+def _replayed(hub: HubContext, me: User, sid: str) -> list[tuple[str, Any]]:
+    """The events to replay, in order, read in one transaction (in a thread)."""
+    found: list[tuple[str, Any]] = []
     with transaction(hub.factory) as s:
         jobs = s.scalars(select(Job).where(Job.user_id == me.id, Job.client_id == sid,
                                            Job.state == str(JobState.RUNNING))).all()
@@ -164,5 +172,5 @@ async def _replay(websocket: WebSocket, hub: HubContext, me: User, sid: str) -> 
             ordered = [last[t] for t in ("execution_start", "execution_cached")
                        if t in last] + executed + [last[t] for t in ("progress_state",
                                                                       "executing") if t in last]
-            for ev in ordered:
-                await websocket.send_json({"type": ev.type, "data": json.loads(ev.data)})
+            found += [(ev.type, json.loads(ev.data)) for ev in ordered]
+    return found
