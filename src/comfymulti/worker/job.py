@@ -347,7 +347,7 @@ class JobRun:
         kind = int.from_bytes(frame[:4], "big")
         if kind in (1, 4):
             node = preview_metadata(frame).get("node_id", self._node)
-            if node in self._output_nodes:
+            if isinstance(node, str) and node in self._output_nodes:
                 self.relay.add_frame(frame)
             else:
                 self.previews.offer(frame)
