@@ -5,6 +5,12 @@ Flow: register → (upload catalog if the hub lacks its hash) → lease (long-po
 and by every events post. `commands` is a long-poll the hub answers as soon as a job of this
 worker must be cancelled or the worker must drain. Any call under a lease the worker no longer
 holds answers 409 with error type `lease_lost`, and the worker drops that job.
+
+ComfyUI's binary WebSocket frames take two paths. Frames an output node sends (e.g.
+SaveImageWebsocket's images) are results: they travel as `binary` events among the others, in
+order, each frame split into parts of at most FRAME_PART_BYTES (a batch stays under the hub's
+body cap). Sampler previews and progress text are live-only: POSTed raw to
+`jobs/{id}/preview`, throttled and droppable.
 """
 
 from __future__ import annotations
@@ -45,6 +51,18 @@ class Event(BaseModel):
     seq: int = Field(ge=0, le=2**53)
     type: str = Field(min_length=1, max_length=64)
     data: dict[str, Any] = {}
+
+
+BINARY_EVENT = "binary"
+FRAME_PART_BYTES = 3 * 1024 * 1024  # raw bytes; 4 MiB once in base64
+
+
+class FramePart(BaseModel):
+    """The data of a `binary` event: one part of a ComfyUI binary frame. The frame is the
+    concatenation of consecutive parts up to the one with `more` false."""
+
+    frame: str = Field(description="base64 of the part's bytes")
+    more: bool = False
 
 
 class EventsRequest(BaseModel):

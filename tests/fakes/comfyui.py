@@ -28,6 +28,8 @@ Knobs (constructor keywords, also plain attributes that tests may change at any 
   JPEG latent preview (binary type 4 when the client advertised
   ``supports_preview_metadata``, else type 1) unless ``previews`` is False.
   ``ColorTransfer`` always reports one (throttled) step per frame, like the real node.
+  ``SaveImageWebsocket`` sends each image of its batch as a PNG frame through the same
+  hook (value 0…batch-1), is never served from cache and reports no ``executed``.
 * ``fail_node_types`` — class types that fail at run time with the recorded
   ``PIL.UnidentifiedImageError`` shape (a ``dict`` maps a type to
   ``(exception_type, message)`` instead).

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from tests.fakes import media
 from tests.fakes.comfyui_catalog import FILE_INPUTS
 from tests.fakes.comfyui_nodes import (
+    WEBSOCKET_SAVERS,
     FImage,
     NodeContext,
     NodeError,
@@ -31,6 +32,7 @@ from tests.fakes.comfyui_nodes import (
     progress_plan,
     read_input_file,
     run_node,
+    websocket_pngs,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +50,7 @@ SERVER_FEATURES = {
 SENSITIVE_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 THROTTLE_SECONDS = 0.1
 THROTTLE_PERCENT = 0.5
+Preview = tuple[str, bytes]  # ("JPEG" | "PNG", encoded image), as ComfyUI's preview tuple
 
 
 class Interrupted(Exception):
@@ -300,7 +303,8 @@ class _PromptRun:
             self.e.socket_flags.get(self.client_id or "", {}).get("supports_preview_metadata")
         )
 
-    def _hook(self, nid: str, value: int, total: int, preview: bytes | None) -> None:
+    def _hook(self, nid: str, value: int, total: int, preview: Preview | None) -> None:
+        """ComfyUI's progress hook: ``progress_state`` → [type 4] → ``progress`` → [type 1]."""
         if self.e.interrupt.is_set():
             raise Interrupted
         st = self._entry(nid)
@@ -314,20 +318,21 @@ class _PromptRun:
                     "display_node_id": nid,
                     "parent_node_id": None,
                     "real_node_id": nid,
-                    "image_type": "image/jpeg",
+                    "image_type": f"image/{preview[0].lower()}",
                 }
             ).encode()
-            self.e.send(4, struct.pack(">I", len(meta)) + meta + preview, self.client_id)
+            self.e.send(4, struct.pack(">I", len(meta)) + meta + preview[1], self.client_id)
         self.e.send(
             "progress",
             {"value": value, "max": total, "prompt_id": self.prompt_id, "node": nid},
             self.client_id,
         )
         if preview is not None and not self._supports_metadata():
-            self.e.send(1, struct.pack(">I", 1) + preview, self.client_id)
+            image_type = 2 if preview[0] == "PNG" else 1
+            self.e.send(1, struct.pack(">I", image_type) + preview[1], self.client_id)
 
     def _update(
-        self, bar: _ProgressBar, nid: str, value: int, total: int, preview: bytes | None
+        self, bar: _ProgressBar, nid: str, value: int, total: int, preview: Preview | None
     ) -> None:
         """ComfyUI's throttled ``ProgressBar.update_absolute``."""
         now = time.perf_counter()
@@ -342,6 +347,14 @@ class _PromptRun:
         ):
             self._hook(nid, value, total, preview)
             bar.last_value, bar.last_time = value, now
+
+    async def _send_websocket_images(self, nid: str, images: FImage, seconds: float) -> None:
+        """``SaveImageWebsocket``: each image of the batch as a PNG through the progress hook
+        (``update_absolute(i, batch, ("PNG", image, None))`` for i = 0…batch-1)."""
+        bar = _ProgressBar()
+        for i, png in enumerate(websocket_pngs(images)):
+            await self._sleep(seconds / images.batch)
+            self._update(bar, nid, i, images.batch, ("PNG", png))
 
     async def _sleep(self, seconds: float) -> None:
         if self.e.interrupt.is_set():
@@ -364,6 +377,8 @@ class _PromptRun:
         hidden = node_def.get("input", {}).get("hidden", {})
         if any(v == "UNIQUE_ID" or v == ["UNIQUE_ID"] for v in hidden.values()):
             parts.append(("id", nid))
+        if cls in WEBSOCKET_SAVERS:  # IS_CHANGED returns time.time(): never from cache
+            parts.append(("changed", uuid.uuid4().hex))
         if cls in FILE_INPUTS:
             name = node["inputs"].get(FILE_INPUTS[cls][0])
             path = read_input_file(self._ctx(nid), str(name)) if isinstance(name, str) else None
@@ -464,12 +479,19 @@ class _PromptRun:
         node = self.prompt[nid]
         resolved: dict[str, Any] = {}
         for k, v in node["inputs"].items():
-            if _is_link(v) and v[0] in self.values:
-                outs = self.values[v[0]]
+            outs = self._outputs_of(v[0]) if _is_link(v) else None
+            if outs is not None:
                 resolved[k] = outs[v[1]] if v[1] < len(outs) else None
             else:
                 resolved[k] = v
         return resolved
+
+    def _outputs_of(self, nid: str) -> tuple[Any, ...] | None:
+        """What a linked node produced; one served from cache never ran, so from the cache."""
+        if nid in self.values:
+            return self.values[nid]
+        entry = self.e.cache.get(self.signature(nid)) if nid in self.prompt else None
+        return entry.outputs if entry is not None else None
 
     def _current_inputs(self, nid: str, resolved: dict[str, Any]) -> dict[str, list[Any]]:
         node_def = self.catalog.get(self.prompt[nid]["class_type"], {})
@@ -522,10 +544,12 @@ class _PromptRun:
                 )
                 raise pil_error(str(read_input_file(ctx, target)))
             steps, preview_size = progress_plan(ctx, resolved, fake.progress_steps)
-            preview = None
+            preview: Preview | None = None
             if preview_size is not None and fake.previews:
-                preview = media.make_jpeg(*preview_size, 0x808080)
-            if steps:
+                preview = ("JPEG", media.make_jpeg(*preview_size, 0x808080))
+            if cls in WEBSOCKET_SAVERS:
+                await self._send_websocket_images(nid, resolved["images"], seconds)
+            elif steps:
                 bar = _ProgressBar()
                 for i in range(steps):
                     await self._sleep(seconds / steps)

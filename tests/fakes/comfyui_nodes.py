@@ -122,6 +122,7 @@ def pil_error(path: str) -> NodeError:
 
 SAMPLERS = {"KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced"}
 FRAME_PROGRESS = {"ColorTransfer"}  # nodes that report one progress step per batch frame
+WEBSOCKET_SAVERS = {"SaveImageWebsocket"}  # images as binary frames, no file, no ``executed``
 LOADERS_IMAGE = {"LoadImage", "LoadImageMask", "LoadImageOutput"}
 
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
@@ -190,6 +191,17 @@ def _write_images(ctx: NodeContext, images: FImage, prefix: str, kind: str) -> l
         results.append({"filename": name, "subfolder": subfolder, "type": kind})
         counter += 1
     return results
+
+
+def websocket_pngs(images: FImage) -> list[bytes]:
+    """The PNGs ``SaveImageWebsocket`` sends for a batch (no metadata, as the real node).
+    Deviation: image i gets the batch colour plus i in blue, so tests can tell a batch's
+    images apart (a real sampler's batch differs too)."""
+    r, g, b = media.rgb(images.colour)
+    return [
+        media.make_png(images.width, images.height, (r, g, (b + i) % 256))
+        for i in range(images.batch)
+    ]
 
 
 def _write_audio(

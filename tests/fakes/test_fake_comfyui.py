@@ -26,6 +26,7 @@ import websockets
 from tests.fakes import media
 from tests.fakes.comfyui import FakeComfyUI
 from tests.fakes.comfyui_catalog import shared_dir
+from tests.fakes.comfyui_nodes import FImage, websocket_pngs
 
 DATA = shared_dir() / "data" / "comfyui"
 REC = DATA / "recordings"
@@ -839,6 +840,45 @@ def test_sampler_progress_and_previews() -> None:
             "subfolder": "sd",
             "type": "output",
         }
+
+
+def test_save_image_websocket_sends_each_image_through_the_progress_hook() -> None:
+    """As custom_nodes/websocket_image_save.py with main.py's hook: per image
+    ``progress_state`` → [type 4 PNG] → ``progress {value: i}`` → [type 1, image type 2];
+    no file, no ``executed``, and the node runs again for the same prompt."""
+    prompt = {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 24, "height": 16, "batch_size": 3, "color": 0x102030},
+        },
+        "ws": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}},
+    }
+    pngs = websocket_pngs(FImage(24, 16, 3, 0x102030))
+    assert len(set(pngs)) == 3 and media.png_size(pngs[0]) == (24, 16)
+    with FakeComfyUI() as comfy:
+        for flags, event in ((CLIENT_FLAGS, 4), ({}, 1)):
+            resp, frames, raw = asyncio.run(run_prompt(comfy, prompt, flags=flags))
+            kinds = [m["type"] if k == "json" else m["event"] for k, m in frames]
+            start = next(i for i, (k, m) in enumerate(frames) if k == "json"
+                         and m["type"] == "executing" and m["data"]["node"] == "ws")
+            per_image = ["progress_state", 4, "progress"] if event == 4 else [
+                "progress_state", "progress", 1]
+            assert kinds[start + 1 : start + 1 + 9] == per_image * 3
+            assert "executed" not in kinds
+            values = [m["data"]["value"] for k, m in frames if k == "json"
+                      and m["type"] == "progress"]
+            assert values == [0, 1, 2]
+            if event == 4:
+                n = struct.unpack(">I", raw[0][4:8])[0]
+                assert json.loads(raw[0][8 : 8 + n]) == {
+                    "node_id": "ws", "prompt_id": resp.json()["prompt_id"],
+                    "display_node_id": "ws", "parent_node_id": None, "real_node_id": "ws",
+                    "image_type": "image/png"}
+                assert [b[8 + struct.unpack(">I", b[4:8])[0]:] for b in raw] == pngs
+            else:
+                assert [b[:8] for b in raw] == [struct.pack(">II", 1, 2)] * 3
+                assert [b[8:] for b in raw] == pngs
+        assert not any(comfy.dirs["output"].iterdir())
 
 
 # ------------------------------------------------------- sockets and restarts

@@ -4,6 +4,7 @@ a dropped socket, catalog changes, previews, drain."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import update
 from comfymulti.db import transaction
 from comfymulti.models import Job
 from comfymulti.worker.hub_client import HubClient
+from tests.fakes.comfyui_nodes import FImage, websocket_pngs
 from tests.worker.util import (
     CuttableProxy,
     RunningAgent,
@@ -255,6 +257,51 @@ async def test_previews_are_rate_limited_and_progress_relayed(setup, make_comfy)
     assert [e["data"]["value"] for e in progress] == list(range(1, 21))
     assert 2 <= len(frames) <= 6, len(frames)  # 20 frames in 1 s at 4 per second
     assert all(int.from_bytes(f[:4], "big") == 4 for f in frames)
+
+
+async def test_output_frames_are_relayed_in_order_while_sampler_previews_are_throttled(
+        setup, make_comfy) -> None:
+    """SaveImageWebsocket (an output node) sends its batch as binary frames: each one is
+    relayed as an event in ComfyUI's order; the sampler's previews still go the throttled way."""
+    _harness, url, api, token = setup()
+    fake = make_comfy(models={"checkpoints": ["m.safetensors"]}, progress_steps=20,
+                      node_seconds_by_type={"KSampler": 1.0})
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
+        "3": {"class_type": "EmptyLatentImage",
+              "inputs": {"width": 64, "height": 64, "batch_size": 4}},
+        "4": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "seed": 1, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
+            "scheduler": "normal", "positive": ["2", 0], "negative": ["2", 0],
+            "latent_image": ["3", 0], "denoise": 1.0}},
+        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
+        "ws": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["5", 0]}},
+    }
+    try:
+        async with RunningAgent(url, token, fake.url, "w1", preview_fps=4,
+                                hub_class=CountingHub) as running:
+            job_id = await api.submit(prompt)
+            job = await api.finished(job_id)
+            events = relayed(await api.events(job_id))
+            assert isinstance(running.hub, CountingHub)
+            frames = running.hub.frames
+    finally:
+        await api.aclose()
+    assert job["state"] == "succeeded"
+    assert 2 <= len(frames) <= 6, len(frames)  # the sampler's 20 previews, throttled
+    assert {json.loads(f[8:8 + int.from_bytes(f[4:8], "big")])["node_id"] for f in frames} == {
+        "4"}
+    start = next(i for i, e in enumerate(events)
+                 if e["type"] == "executing" and e["data"]["node"] == "ws")
+    ws_events = [e["type"] for e in events[start + 1:] if e["type"] != "progress_state"]
+    assert ws_events[:8] == ["binary", "progress"] * 4
+    meta = len(json.dumps({"node_id": "ws", "prompt_id": job_id, "display_node_id": "ws",
+                           "parent_node_id": None, "real_node_id": "ws",
+                           "image_type": "image/png"}))
+    sizes = [8 + meta + len(png) for png in websocket_pngs(FImage(64, 64, 4, 0x808080))]
+    assert [e["data"] for e in events if e["type"] == "binary"] == [
+        {"bytes": n, "more": False} for n in sizes]  # stored without the image bytes
 
 
 async def test_drain_releases_the_prefetched_job_and_finishes_the_running_one(

@@ -1,9 +1,10 @@
-"""Relay: ComfyUI's order, increasing seq, batching, executed waits for its files; previews
-rate-limited."""
+"""Relay: ComfyUI's order, increasing seq, batching, executed waits for its files, output
+frames in parts within the batch budget; previews rate-limited."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from comfymulti.errors import ComfyMultiError, InvalidInput, LeaseLost
 from comfymulti.protocol import EventsResponse
+from comfymulti.worker import relay as relay_module
 from comfymulti.worker.relay import PreviewThrottle, Relay
 
 pytestmark = pytest.mark.anyio
@@ -117,6 +119,38 @@ async def test_a_refused_batch_does_not_stop_the_relay() -> None:
     await relay.flush()
     assert [e["seq"] for b in hub.batches for e in b] == [1]
     assert seen == []
+    await relay.aclose()
+
+
+async def test_output_frames_go_in_order_in_parts_within_the_batch_budget(monkeypatch) -> None:
+    monkeypatch.setattr(relay_module, "FRAME_PART_BYTES", 6)  # 8 base64 characters a part
+    monkeypatch.setattr(relay_module, "MAX_BATCH_FRAME_CHARS", 16)
+    hub = EventsHub()
+    relay = _relay(hub)
+    hub.gate.clear()
+    relay.add("executing", {"node": "ws"})
+    await hub.entered.wait()
+    big, small = bytes(range(24)), b"\x00\x00\x00\x01ab"
+    relay.add_frame(big)  # 4 parts
+    relay.add("progress", {"value": 0})
+    relay.add_frame(small)
+    relay.add("progress", {"value": 1})
+    hub.gate.set()
+    await relay.flush()
+    sent = [e for b in hub.batches for e in b]
+    assert [e["seq"] for e in sent] == list(range(8))
+    assert [e["type"] for e in sent] == ["executing"] + ["binary"] * 4 + [
+        "progress", "binary", "progress"]
+    frames, pending = [], b""
+    for e in sent:
+        if e["type"] == "binary":
+            pending += base64.b64decode(e["data"]["frame"])
+            if not e["data"]["more"]:
+                frames.append(pending)
+                pending = b""
+    assert frames == [big, small]
+    budget = [sum(len(e["data"].get("frame", "")) for e in b) for b in hub.batches]
+    assert budget == [0, 16, 16, 8]  # never more than two 8-character parts in a batch
     await relay.aclose()
 
 

@@ -8,6 +8,8 @@ anyway, and keeping it on one thread means no lock contention between requests.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import time
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +30,7 @@ from comfymulti.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from comfymulti.events import EventBus
 from comfymulti.metrics import Metrics
 from comfymulti.models import Job, Output, User, Worker
+from comfymulti.protocol import BINARY_EVENT, FramePart
 from comfymulti.queue import fleet, scheduler, store
 from comfymulti.queue.catalogs import CatalogCache
 from comfymulti.queue.eta import Estimator, queue_etas
@@ -294,9 +298,11 @@ class JobQueue:
     def record_events(self, job_id: str, lease_id: str, events: list[dict[str, Any]],
                       worker_id: str | None = None) -> Job:
         """Store relayed ComfyUI events in order (duplicates by seq are ignored), renew the
-        lease, and pass them on to the job owner's sockets. One short transaction."""
+        lease, and pass them on to the job owner's sockets. One short transaction. Binary
+        frame parts go to the sockets as bytes; only their size is stored."""
         now = time.time()
         fresh: list[dict[str, Any]] = []
+        frames = _frame_parts(events)
         with transaction(self.factory) as s:
             job = store.held_job(s, job_id, lease_id, worker_id)
             job.lease_expires_at = now + self.settings.lease_seconds
@@ -307,7 +313,10 @@ class JobQueue:
                 seen.add(ev["seq"])
                 if job.state == JobState.LEASED:
                     job = store.mark_running(s, job_id, lease_id, now)
-                store.add_worker_event(s, job, ev["seq"], ev["type"], ev["data"], now)
+                stored = ev["data"]
+                if (frame := frames.get(ev["seq"])) is not None:
+                    stored = {"bytes": len(frame[0]), "more": frame[1]}
+                store.add_worker_event(s, job, ev["seq"], ev["type"], stored, now)
                 if ev["type"] == "executed":
                     outputs = json.loads(job.outputs)
                     _merge_output(outputs, ev["data"])
@@ -317,8 +326,11 @@ class JobQueue:
         for ev in fresh:
             if ev["type"] == "executing" and ev["data"].get("node") is None:
                 continue  # sent by complete(), once the hub's history is final
-            self.bus.publish(user_id, {"job_id": job_id, "client_id": client_id,
-                                       "type": ev["type"], "data": ev["data"]})
+            message = {"job_id": job_id, "client_id": client_id, "type": ev["type"],
+                       "data": ev["data"]}
+            if (frame := frames.get(ev["seq"])) is not None:
+                message.update(data=frame[0], more=frame[1])
+            self.bus.publish(user_id, message)
         return job
 
     def complete(self, job_id: str, lease_id: str, status: str,
@@ -524,6 +536,20 @@ def hub_error(job_id: str, message: str) -> dict[str, Any]:
     return {"prompt_id": job_id, "node_id": None, "node_type": None, "executed": [],
             "exception_message": message, "exception_type": "ComfyMultiError",
             "traceback": [], "current_inputs": {}, "current_outputs": []}
+
+
+def _frame_parts(events: list[dict[str, Any]]) -> dict[int, tuple[bytes, bool]]:
+    """(bytes, more) of each binary event by seq; the whole batch is refused if one is bad."""
+    parts: dict[int, tuple[bytes, bool]] = {}
+    for ev in events:
+        if ev["type"] != BINARY_EVENT:
+            continue
+        try:
+            part = FramePart.model_validate(ev["data"])
+            parts[ev["seq"]] = (base64.b64decode(part.frame, validate=True), part.more)
+        except (ValidationError, binascii.Error) as exc:
+            raise InvalidInput(f"event {ev['seq']}: not a binary frame part") from exc
+    return parts
 
 
 def _merge_output(outputs: dict[str, Any], executed: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from comfymulti.catalog.codec import catalog_hash
 from comfymulti.errors import ComfyMultiError, ComfyUIError, NotFound
 from comfymulti.protocol import LeasedJob
-from comfymulti.worker.comfyui import ComfyUIClient
+from comfymulti.worker.comfyui import ComfyUIClient, preview_metadata
 from comfymulti.worker.hub_client import HubClient
 from comfymulti.worker.job import TERMINAL_EVENTS, JobRun
 
@@ -279,12 +279,5 @@ class Agent:
 
 def _preview_prompt_id(frame: bytes) -> str | None:
     """The prompt id of a type-4 preview frame (previews with metadata)."""
-    if len(frame) < 8 or int.from_bytes(frame[:4], "big") != 4:
-        return None
-    size = int.from_bytes(frame[4:8], "big")
-    try:
-        meta = json.loads(frame[8:8 + size])
-    except ValueError:
-        return None
-    value = meta.get("prompt_id") if isinstance(meta, dict) else None
+    value = preview_metadata(frame).get("prompt_id")
     return value if isinstance(value, str) else None

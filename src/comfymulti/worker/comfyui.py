@@ -31,6 +31,18 @@ TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 _WS_MAX_MESSAGE = 64 * 1024 * 1024
 
 
+def preview_metadata(frame: bytes) -> dict[str, Any]:
+    """The metadata of a type-4 binary frame (node_id, prompt_id, …); {} for other frames."""
+    if len(frame) < 8 or int.from_bytes(frame[:4], "big") != 4:
+        return {}
+    size = int.from_bytes(frame[4:8], "big")
+    try:
+        meta = json.loads(frame[8:8 + size])
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 @dataclass
 class Submitted:
     """The answer to POST /prompt: accepted (queued) or refused with ComfyUI's error body."""

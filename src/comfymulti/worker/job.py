@@ -18,7 +18,13 @@ from typing import Any, Protocol
 
 from comfymulti.errors import ComfyUIError, LeaseLost
 from comfymulti.protocol import LeasedJob
-from comfymulti.worker.comfyui import TERMINAL_STATUSES, ComfyUIClient, Submitted, history_status
+from comfymulti.worker.comfyui import (
+    TERMINAL_STATUSES,
+    ComfyUIClient,
+    Submitted,
+    history_status,
+    preview_metadata,
+)
 from comfymulti.worker.hub_client import HubClient
 from comfymulti.worker.outputs import deliver_executed
 from comfymulti.worker.relay import PreviewThrottle, Relay
@@ -91,6 +97,8 @@ class JobRun:
                            on_cancel=self.request_cancel, on_failed=self._relay_failed)
         self.previews = PreviewThrottle(env.hub, self.job_id, self.lease_id, env.preview_fps,
                                         on_lost=lambda _exc: self.lose())
+        self._output_nodes = _output_nodes(leased.prompt, env.object_info)
+        self._node: str | None = None  # the node ComfyUI said it is executing
         self.outcome: Outcome | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -313,6 +321,9 @@ class JobRun:
         kind, data = str(msg.get("type")), msg.get("data") or {}
         if self.env.on_comfy_event is not None:
             self.env.on_comfy_event(self.job_id, msg)
+        if kind == "executing":
+            node = data.get("node")
+            self._node = str(node) if node is not None else None
         if kind == "execution_start":
             self.flags.started = True
             self._set_phase(Phase.RUNNING)
@@ -329,11 +340,17 @@ class JobRun:
         return None
 
     def _binary(self, frame: bytes) -> None:
+        """Image frames from an output node (SaveImageWebsocket) are results, relayed in
+        order; those from other nodes are sampler previews, throttled."""
         if self.phase != Phase.RUNNING or len(frame) < 4:
             return
         kind = int.from_bytes(frame[:4], "big")
         if kind in (1, 4):
-            self.previews.offer(frame)
+            node = preview_metadata(frame).get("node_id", self._node)
+            if isinstance(node, str) and node in self._output_nodes:
+                self.relay.add_frame(frame)
+            else:
+                self.previews.offer(frame)
         elif kind == 3:
             self.previews.send_now(frame)
 
@@ -434,6 +451,14 @@ class JobRun:
     async def _deliver_executed(self, data: dict[str, Any]) -> dict[str, Any]:
         return await deliver_executed(data, job_id=self.job_id, lease_id=self.lease_id,
                                       hub=self.env.hub, comfy=self.env.comfy)
+
+
+def _output_nodes(prompt: dict[str, Any], object_info: dict[str, Any]) -> frozenset[str]:
+    """Ids of the prompt's nodes whose class is an output node in the catalog."""
+    return frozenset(
+        str(node_id) for node_id, node in prompt.items()
+        if isinstance(node, dict)
+        and (object_info.get(str(node.get("class_type"))) or {}).get("output_node"))
 
 
 def _refused(exc: ComfyUIError) -> bool:

@@ -6,13 +6,15 @@ at once but is relayed only when they are stored (it must name the hub's copies)
 behind it wait for it, so the user sees ComfyUI's order. While the hub is unreachable events
 queue here and the job keeps running.
 
-Previews are live-only: at most `fps` per second per job, the newest frame wins, a frame the hub
-cannot take right now is dropped.
+Binary frames an output node sends are results and go the same way, in parts (see protocol.py);
+a batch carries at most MAX_BATCH_FRAME_CHARS of them. Previews are live-only: at most `fps` per
+second per job, the newest frame wins, a frame the hub cannot take right now is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from collections import deque
@@ -21,11 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from comfymulti.errors import ComfyMultiError, InvalidInput, LeaseLost
-from comfymulti.protocol import EventsResponse
+from comfymulti.protocol import BINARY_EVENT, FRAME_PART_BYTES, EventsResponse, FramePart
 
 log = logging.getLogger("comfymulti.worker.relay")
 
 MAX_BATCH = 500
+MAX_BATCH_FRAME_CHARS = 8 * 1024 * 1024  # base64 frame data per batch; the hub takes 16 MiB
 
 
 class _Hub(Protocol):
@@ -41,6 +44,7 @@ class _Item:
     type: str
     data: dict[str, Any] | None
     upload: asyncio.Task[dict[str, Any]] | None = None
+    size: int = 0  # characters of frame data
 
 
 class Relay:
@@ -72,6 +76,14 @@ class Relay:
         upload = asyncio.create_task(self._deliver_executed(data),
                                      name=f"outputs-{self._job_id}")
         self._push(_Item(self._seq, "executed", None, upload))
+
+    def add_frame(self, frame: bytes) -> None:
+        """A binary frame that is an output: relayed in its turn, in parts, never dropped."""
+        for start in range(0, len(frame), FRAME_PART_BYTES):
+            part = base64.b64encode(frame[start:start + FRAME_PART_BYTES]).decode("ascii")
+            more = start + FRAME_PART_BYTES < len(frame)
+            self._push(_Item(self._seq, BINARY_EVENT, FramePart(frame=part, more=more)
+                             .model_dump(), size=len(part)))
 
     def _push(self, item: _Item) -> None:
         self._seq += 1
@@ -122,8 +134,12 @@ class Relay:
 
     async def _next_batch(self) -> list[dict[str, Any]]:
         batch: list[dict[str, Any]] = []
+        size = 0
         while self._items and len(batch) < MAX_BATCH:
             item = self._items[0]
+            if batch and size + item.size > MAX_BATCH_FRAME_CHARS:
+                break
+            size += item.size
             if item.upload is not None:
                 if not item.upload.done() and batch:
                     break  # send what is ready before waiting for the files

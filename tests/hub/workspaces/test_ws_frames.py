@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import base64
 import json
 import struct
+from typing import Any
 
+from comfymulti.catalog.codec import catalog_hash
 from comfymulti.hub.workspaces.ws import _as_legacy_preview
+from comfymulti.protocol import WORKER_ID_HEADER
+from tests.hub.workspaces.conftest import login, real_catalog
 
 
 def test_metadata_preview_becomes_legacy_for_clients_without_the_flag() -> None:
@@ -18,3 +23,55 @@ def test_metadata_preview_becomes_legacy_for_clients_without_the_flag() -> None:
 def test_other_frames_pass_unchanged() -> None:
     text = struct.pack(">II", 3, 1) + b"7" + b"width: 64"
     assert _as_legacy_preview(text) == text
+
+IMAGE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64,
+                                                       "batch_size": 1, "color": 0}},
+         "2": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}}}
+
+
+def test_output_frame_parts_reach_the_socket_joined_in_order(ws_hub) -> None:
+    """A frame relayed in two parts, then a progress event: the client (no feature flags, as
+    ComfyUI's websockets example) gets one type-1 frame, then the event. The hub keeps only
+    the size of each part; a part that is not base64 refuses its batch."""
+    harness, client = ws_hub
+    login(client, harness, "user002")
+    token = harness.worker_token("w2")
+    reg = client.post("/worker/v1/register", headers={"Authorization": f"Bearer {token}"},
+                      json={"name": "w2", "catalog_hash": catalog_hash(real_catalog())})
+    worker = {"Authorization": f"Bearer {token}", WORKER_ID_HEADER: reg.json()["worker_id"]}
+    meta = json.dumps({"node_id": "2", "prompt_id": "p", "image_type": "image/png"}).encode()
+    png = b"\x89PNG" + bytes(range(256)) * 3
+    frame = struct.pack(">II", 4, len(meta)) + meta + png
+    cut = len(frame) // 2
+    with client.websocket_connect("/u/user002/ws") as ws:
+        sid = ws.receive_json()["data"]["sid"]
+        pid = client.post("/u/user002/api/prompt", json={
+            "prompt": IMAGE, "client_id": sid}).json()["prompt_id"]
+        leased = client.post("/worker/v1/lease", headers=worker).json()
+        assert leased["job_id"] == pid
+        events = [
+            {"seq": 0, "type": "binary", "data": {"frame": _b64(frame[:cut]), "more": True}},
+            {"seq": 1, "type": "binary", "data": {"frame": _b64(frame[cut:])}},
+            {"seq": 2, "type": "progress", "data": {"value": 0, "max": 1, "node": "2"}},
+        ]
+        bad = [{"seq": 3, "type": "binary", "data": {"frame": "not base64!"}}]
+        url = f"/worker/v1/jobs/{pid}/events"
+        assert client.post(url, headers=worker, json={"lease_id": leased["lease_id"],
+                                                      "events": bad}).status_code == 400
+        r = client.post(url, headers=worker, json={"lease_id": leased["lease_id"],
+                                                   "events": events})
+        assert r.status_code == 200, r.text
+        received: list[Any] = []
+        while len(received) < 2:
+            message = ws.receive()
+            if message.get("text") and json.loads(message["text"])["type"] == "status":
+                continue
+            received.append(message.get("bytes") or json.loads(message["text"])["type"])
+        assert received == [struct.pack(">II", 1, 2) + png, "progress"]
+    stored = client.get(f"/api/v1/jobs/{pid}/events").json()["events"]
+    assert [e["data"] for e in stored if e["type"] == "binary"] == [
+        {"bytes": cut, "more": True}, {"bytes": len(frame) - cut, "more": False}]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

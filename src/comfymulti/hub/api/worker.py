@@ -41,7 +41,8 @@ router = APIRouter(prefix=PREFIX, tags=["worker"])
 
 _CATALOG_LIMIT = 16 * 1024 * 1024  # gzip; unpacked size is capped by the codec
 _PREVIEW_LIMIT = 8 * 1024 * 1024
-_EVENTS_LIMIT = 16 * 1024 * 1024  # up to 1000 events, some with large outputs lists
+_EVENTS_LIMIT = 16 * 1024 * 1024  # up to 1000 events, some with large outputs lists or
+# output frame parts (the worker puts at most 8 MiB of those in one batch)
 
 
 async def _held(hub: HubContext, worker: Worker, job_id: str, lease_id: str) -> Job:

@@ -2,7 +2,9 @@
 
 Protocol as ComfyUI speaks it (reference §b): `status` with the `sid` first, `feature_flags`
 answered, per-prompt events only to the socket whose id the prompt carried (prompts without a
-client id go to all of the user's sockets), `status` whenever this user's queue changes. A
+client id go to all of the user's sockets), binary frames too (an output's frame joined from
+its parts; type 4 becomes type 1 unless the client asked for preview metadata), `status`
+whenever this user's queue changes. A
 reconnect with the same `clientId` replaces the old socket and gets the running job's state
 again, so a page reload mid-job keeps showing progress.
 """
@@ -57,6 +59,16 @@ class Sockets:
         return self._open.get((user_id, sid)) is ws
 
 
+def _joined(parts: dict[str, list[bytes]], msg: Message) -> bytes | None:
+    """The whole binary frame, or None while parts of it are still to come (protocol.py).
+    Parts of a frame whose job died midway are held until this socket closes."""
+    pending = parts.setdefault(msg["job_id"], [])
+    pending.append(msg["data"])
+    if msg.get("more"):
+        return None
+    return b"".join(parts.pop(msg["job_id"]))
+
+
 def _as_legacy_preview(frame: bytes) -> bytes:
     """Type-4 preview (with metadata) → type-1, for clients that did not ask for metadata."""
     event, = struct.unpack(">I", frame[:4])
@@ -82,6 +94,7 @@ async def workspace_socket(websocket: WebSocket, user: str) -> None:
     sockets: Sockets = websocket.app.state.sockets
     await sockets.register(me.id, sid, websocket)
     client_flags: dict[str, Any] = {}
+    parts: dict[str, list[bytes]] = {}
     try:
         with hub.bus.subscribe(me.id) as sub:
             remaining = await hub.run(queue_remaining, hub, me)
@@ -99,7 +112,8 @@ async def workspace_socket(websocket: WebSocket, user: str) -> None:
                         break
                     if sub.overflowed:
                         break  # too far behind: the client reconnects and re-reads state
-                    await _deliver(websocket, hub, me, sid, getter.result(), client_flags)
+                    await _deliver(websocket, hub, me, sid, getter.result(), client_flags,
+                                   parts)
             finally:
                 reader.cancel()
     except (WebSocketDisconnect, RuntimeError):
@@ -128,7 +142,7 @@ async def _read(websocket: WebSocket, hub: HubContext, client_flags: dict[str, A
 
 
 async def _deliver(websocket: WebSocket, hub: HubContext, me: User, sid: str, msg: Message,
-                   client_flags: dict[str, Any]) -> None:
+                   client_flags: dict[str, Any], parts: dict[str, list[bytes]]) -> None:
     if msg["type"] == "queue_changed":
         remaining = await hub.run(queue_remaining, hub, me)
         await websocket.send_json({"type": "status", "data": {
@@ -137,7 +151,9 @@ async def _deliver(websocket: WebSocket, hub: HubContext, me: User, sid: str, ms
     if msg.get("client_id") not in (sid, ""):
         return
     if msg["type"] == "binary":
-        frame = msg["data"]
+        frame = _joined(parts, msg)
+        if frame is None:
+            return
         if not client_flags.get("supports_preview_metadata"):
             frame = _as_legacy_preview(frame)
         await websocket.send_bytes(frame)
