@@ -11,7 +11,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import func, select
 
-from comfymulti.catalog.prompt import parse_submission
+from comfymulti.catalog.prompt import SUBMISSION_SCHEMA, parse_submission
 from comfymulti.catalog.prompt import workflow_id as workflow_id_of
 from comfymulti.catalog.validate import validate
 from comfymulti.db import transaction
@@ -20,6 +20,7 @@ from comfymulti.hub.context import HubContext
 from comfymulti.hub.web.access import get_hub, workspace_jobs, workspace_owner
 from comfymulti.hub.web.bodies import read_json, read_object
 from comfymulti.hub.web.errors import comfy_error, comfy_message
+from comfymulti.hub.web.openapi import request_body
 from comfymulti.hub.workspaces.comfy_jobs import (
     STATES_FOR,
     history_entry,
@@ -34,6 +35,11 @@ from comfymulti.userfiles import resolve
 
 router = workspace_router()
 
+_PROMPT_IDS: dict[str, Any] = {"type": "array", "items": {"type": ["string", "integer"]}}
+# Queue and history edits: delete some entries, or clear them all.
+_EDIT = request_body({"type": "object", "properties": {"delete": _PROMPT_IDS,
+                                                       "clear": {"type": "boolean"}}})
+
 def _output_nodes(hub: HubContext) -> Callable[[Job], list[str]]:
     """A function giving a job's output node ids; reads the catalog once per request."""
     with transaction(hub.factory) as s:
@@ -46,7 +52,7 @@ def _output_nodes(hub: HubContext) -> Callable[[Job], list[str]]:
     return of
 
 
-@router.post("/api/prompt")
+@router.post("/api/prompt", openapi_extra=request_body(SUBMISSION_SCHEMA))
 async def post_prompt(request: Request, me: User = Depends(workspace_owner),
                       hub: HubContext = Depends(get_hub)) -> Response:
     sub = parse_submission(await read_json(request, hub.settings.queue.max_prompt_bytes))
@@ -102,7 +108,7 @@ async def get_queue(me: User = Depends(workspace_owner), hub: HubContext = Depen
             "queue_pending": [queue_item(j, outputs_of(j)) for j in pending]}
 
 
-@router.post("/api/queue")
+@router.post("/api/queue", response_class=Response, openapi_extra=_EDIT)
 async def post_queue(request: Request, me: User = Depends(workspace_owner),
                      hub: HubContext = Depends(get_hub)) -> Response:
     body = await read_object(request)
@@ -118,7 +124,8 @@ async def post_queue(request: Request, me: User = Depends(workspace_owner),
     return Response(status_code=200)
 
 
-@router.post("/api/interrupt")
+@router.post("/api/interrupt", response_class=Response, openapi_extra=request_body(
+    {"type": "object", "properties": {"prompt_id": {"type": "string"}}}, required=False))
 async def interrupt(request: Request, me: User = Depends(workspace_owner),
                     hub: HubContext = Depends(get_hub)) -> Response:
     """With a prompt_id: stop that job if it runs; without: stop this user's running jobs.
@@ -171,7 +178,7 @@ async def get_history_one(prompt_id: str, me: User = Depends(workspace_owner),
     return {job.id: history_entry(job, events.get(job.id, []), _output_nodes(hub)(job))}
 
 
-@router.post("/api/history")
+@router.post("/api/history", response_class=Response, openapi_extra=_EDIT)
 async def post_history(request: Request, me: User = Depends(workspace_owner),
                        hub: HubContext = Depends(get_hub)) -> Response:
     """Delete finished entries from this user's history (their files stay)."""
@@ -256,7 +263,8 @@ async def cancel_job(job_id: str, me: User = Depends(workspace_owner),
     return {"cancelled": outcome != CancelOutcome.FINAL}
 
 
-@router.post("/api/jobs/cancel")
+@router.post("/api/jobs/cancel", openapi_extra=request_body(
+    {"type": "object", "required": ["job_ids"], "properties": {"job_ids": _PROMPT_IDS}}))
 async def cancel_jobs(request: Request, me: User = Depends(workspace_owner),
                       hub: HubContext = Depends(get_hub)) -> Response:
     ids = _ids(await read_object(request), "job_ids")
