@@ -35,6 +35,8 @@ from comfymulti.userfiles import resolve
 
 router = workspace_router()
 
+# The largest number SQLite binds (LIMIT, OFFSET); a larger one is refused as invalid input.
+_SQL_INT_MAX = 2**63 - 1
 _PROMPT_IDS: dict[str, Any] = {"type": "array", "items": {"type": ["string", "integer"]}}
 # Queue and history edits: delete some entries, or clear them all.
 _EDIT = request_body({"type": "object", "properties": {"delete": _PROMPT_IDS,
@@ -152,7 +154,8 @@ def _events(s: Any, job_ids: list[str]) -> dict[str, list[JobEvent]]:
 
 
 @router.get("/api/history")
-async def get_history(max_items: int | None = Query(None, ge=0), offset: int = Query(0, ge=0),
+async def get_history(max_items: int | None = Query(None, ge=0, le=_SQL_INT_MAX),
+                      offset: int = Query(0, ge=0, le=_SQL_INT_MAX),
                       me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
                       ) -> dict[str, Any]:
     with transaction(hub.factory) as s:
