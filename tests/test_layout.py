@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "comfymulti"
-SHARED = ("catalog", "events", "userfiles", "models", "db", "errors", "protocol", "log",
+SHARED = ("blocking", "catalog", "events", "userfiles", "models", "db", "errors", "protocol", "log",
           "metrics", "config", "invocation")
 
 # package (or shared module) -> what it may never import

@@ -148,3 +148,17 @@ def test_another_users_job_is_a_404(hub) -> None:
     assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=other).status_code == 404
     assert client.get("/api/v1/jobs", headers=other).json() == {"jobs": []}
     assert client.get("/admin/api/jobs", headers=other).status_code == 403
+
+
+@pytest.mark.parametrize("query", ["max_items=10135753184574922238722048",
+                                   "offset=10135753184574922238722048",
+                                   f"max_items=1&offset={2**63}"])
+def test_history_paging_beyond_what_sqlite_binds_is_refused(hub, query: str) -> None:
+    """Found by the fuzzer: such numbers reached SQLite's LIMIT/OFFSET and answered 500."""
+    harness, client = hub
+    harness.user("u1")
+    r = client.get(f"/u/u1/api/history?{query}", headers=harness.bearer("u1"))
+    assert r.status_code == 400 and r.json()["error"]["message"]
+    r = client.get(f"/u/u1/api/history?max_items={2**63 - 1}&offset={2**63 - 1}",
+                   headers=harness.bearer("u1"))
+    assert r.status_code == 200 and r.json() == {}

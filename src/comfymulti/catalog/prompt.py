@@ -13,6 +13,20 @@ from comfymulti.errors import InvalidInput
 
 Prompt = dict[str, dict[str, Any]]
 
+# The run request as JSON Schema, for the API documents of the routes taking one.
+SUBMISSION_SCHEMA: dict[str, Any] = {
+    "type": "object", "required": ["prompt"],
+    "properties": {
+        "prompt": {"type": "object", "minProperties": 1, "additionalProperties": {
+            "type": "object", "required": ["class_type"],
+            "properties": {"class_type": {"type": "string", "minLength": 1},
+                           "inputs": {"type": "object"}, "_meta": {"type": "object"}}}},
+        "extra_data": {"type": "object"},
+        "client_id": {"type": "string"},
+        "prompt_id": {"type": "string", "format": "uuid"},
+    },
+}
+
 # Partner-node credentials a browser adds to extra_data; never stored on the hub.
 SECRET_EXTRA = ("auth_token_comfy_org", "api_key_comfy_org")
 

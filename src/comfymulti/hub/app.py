@@ -11,13 +11,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from comfymulti import __version__
 from comfymulti.blocking import Offload
 from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.events import EventBus
 from comfymulti.hub.api import admin, health, jobs, templates, worker
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.web import errors
+from comfymulti.hub.web import errors, openapi
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, userdata, ws
 from comfymulti.hub.workspaces.aliases import ApiAliases
@@ -89,8 +90,8 @@ def create_app(settings: Settings) -> FastAPI:
             hub.queue.close()
             hub.engine.dispose()
 
-    app = FastAPI(title="ComfyMulti hub", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+    app = FastAPI(title="ComfyMulti hub", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=openapi.URL)
     app.state.hub = hub
     app.add_middleware(ApiAliases)
     app.state.sockets = Sockets()
@@ -101,4 +102,5 @@ def create_app(settings: Settings) -> FastAPI:
     frontend.add_static_fallback(app.router)  # last: every API route wins over static files
 
     errors.install(app)
+    openapi.install(app)
     return app

@@ -16,6 +16,7 @@ from comfymulti.hub.services import workers
 from comfymulti.hub.services.users import list_users
 from comfymulti.hub.web import bodies
 from comfymulti.hub.web.access import get_hub, owned_job, require_admin
+from comfymulti.hub.web.openapi import request_body
 from comfymulti.models import Job, User
 from comfymulti.queue import fleet, store
 from comfymulti.queue.jobs import Policy
@@ -76,7 +77,7 @@ def get_policy(hub: HubContext = Depends(get_hub)) -> dict[str, str]:
     return {"policy": hub.queue.policy}
 
 
-@router.put("/policy")
+@router.put("/policy", openapi_extra=request_body(PolicyBody))
 async def put_policy(request: Request, hub: HubContext = Depends(get_hub)) -> dict[str, str]:
     body = await bodies.read_model(request, PolicyBody)
     return {"policy": await hub.run(hub.queue.set_policy, body.policy)}

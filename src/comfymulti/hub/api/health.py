@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
@@ -57,6 +57,6 @@ async def health(hub: HubContext = Depends(get_hub)) -> Response:
     return JSONResponse(body)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 def metrics(hub: HubContext = Depends(get_hub)) -> Response:
     return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -9,12 +9,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 
-from comfymulti.catalog.prompt import parse_submission
+from comfymulti.catalog.prompt import SUBMISSION_SCHEMA, parse_submission
 from comfymulti.db import transaction
 from comfymulti.errors import InvalidInput
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.web.access import current_user, get_hub, owned_job, visible_jobs
 from comfymulti.hub.web.bodies import read_json
+from comfymulti.hub.web.openapi import request_body
 from comfymulti.models import Job, JobEvent, User
 from comfymulti.queue.jobs import JobState
 
@@ -35,7 +36,7 @@ def job_view(job: Job, user_name: str | None = None) -> dict[str, Any]:
     return view
 
 
-@router.post("/jobs", status_code=201)
+@router.post("/jobs", status_code=201, openapi_extra=request_body(SUBMISSION_SCHEMA))
 async def submit(request: Request, user: User = Depends(current_user),
                  hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     """Body: {"prompt": {...API format...}, "extra_data"?, "client_id"?, "prompt_id"?}."""

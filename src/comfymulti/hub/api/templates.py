@@ -10,6 +10,7 @@ from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import templates
 from comfymulti.hub.web.access import current_user, get_hub, require_instructor
 from comfymulti.hub.web.bodies import read_body
+from comfymulti.hub.web.openapi import JSON_OBJECT, request_body
 
 router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
 
@@ -19,7 +20,8 @@ def list_all(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     return {"templates": [p.name for p in templates.list_templates(hub.settings)]}
 
 
-@router.put("/{name}", dependencies=[Depends(require_instructor)], status_code=201)
+@router.put("/{name}", dependencies=[Depends(require_instructor)], status_code=201,
+            openapi_extra=request_body(JSON_OBJECT))
 async def publish(name: str, request: Request, hub: HubContext = Depends(get_hub)
                   ) -> dict[str, str]:
     """Body: the workflow JSON as the frontend saves it."""

@@ -19,6 +19,7 @@ from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import workers
 from comfymulti.hub.web import bodies
 from comfymulti.hub.web.access import current_worker, get_hub, worker_token
+from comfymulti.hub.web.openapi import BINARY, request_body
 from comfymulti.models import Job, User, Worker, WorkerToken
 from comfymulti.protocol import (
     PREFIX,
@@ -49,7 +50,8 @@ async def _held(hub: HubContext, worker: Worker, job_id: str, lease_id: str) -> 
     return await hub.run(hub.queue.held, job_id, lease_id, worker.id)
 
 
-@router.post("/register", response_model=RegisterResponse)
+@router.post("/register", response_model=RegisterResponse,
+             openapi_extra=request_body(RegisterRequest))
 async def register(request: Request, token: WorkerToken = Depends(worker_token),
                    hub: HubContext = Depends(get_hub)) -> RegisterResponse:
     req = await bodies.read_model(request, RegisterRequest)
@@ -61,7 +63,8 @@ async def register(request: Request, token: WorkerToken = Depends(worker_token),
                             lease_seconds=q.lease_seconds, long_poll_seconds=q.long_poll_seconds)
 
 
-@router.put("/catalog/{catalog_hash}", status_code=204)
+@router.put("/catalog/{catalog_hash}", status_code=204,
+            openapi_extra=request_body(BINARY, "application/gzip"))
 async def upload_catalog(catalog_hash: str, request: Request,
                          worker: Worker = Depends(current_worker),
                          hub: HubContext = Depends(get_hub)) -> Response:
@@ -86,7 +89,7 @@ async def lease(wait: float = Query(0.0, ge=0, le=3600), worker: Worker = Depend
                      prompt=json.loads(job.prompt), extra_data=json.loads(job.extra_data))
 
 
-@router.post("/renew", response_model=RenewResponse)
+@router.post("/renew", response_model=RenewResponse, openapi_extra=request_body(RenewRequest))
 async def renew(request: Request, worker: Worker = Depends(current_worker),
                 hub: HubContext = Depends(get_hub)) -> RenewResponse:
     req = await bodies.read_model(request, RenewRequest)
@@ -117,7 +120,8 @@ async def drain(worker: Worker = Depends(current_worker),
     return Response(status_code=204)
 
 
-@router.post("/jobs/{job_id}/events", response_model=EventsResponse)
+@router.post("/jobs/{job_id}/events", response_model=EventsResponse,
+             openapi_extra=request_body(EventsRequest))
 async def events(job_id: str, request: Request, worker: Worker = Depends(current_worker),
                  hub: HubContext = Depends(get_hub)) -> EventsResponse:
     req = await bodies.read_model(request, EventsRequest, _EVENTS_LIMIT)
@@ -126,7 +130,8 @@ async def events(job_id: str, request: Request, worker: Worker = Depends(current
     return EventsResponse(cancel=job.cancel_requested)
 
 
-@router.post("/jobs/{job_id}/preview", status_code=204)
+@router.post("/jobs/{job_id}/preview", status_code=204,
+             openapi_extra=request_body(BINARY, "application/octet-stream"))
 async def preview(job_id: str, request: Request, lease_id: str = Query(..., max_length=64),
                   worker: Worker = Depends(current_worker),
                   hub: HubContext = Depends(get_hub)) -> Response:
@@ -138,7 +143,7 @@ async def preview(job_id: str, request: Request, lease_id: str = Query(..., max_
     return Response(status_code=204)
 
 
-@router.get("/jobs/{job_id}/inputs")
+@router.get("/jobs/{job_id}/inputs", response_class=FileResponse)
 async def input_file(job_id: str, lease_id: str, filename: str, subfolder: str = "",
                      type: str = "input", worker: Worker = Depends(current_worker),
                      hub: HubContext = Depends(get_hub)) -> FileResponse:
@@ -157,7 +162,8 @@ async def input_file(job_id: str, lease_id: str, filename: str, subfolder: str =
     return FileResponse(path)
 
 
-@router.put("/jobs/{job_id}/outputs", response_model=StoredFile)
+@router.put("/jobs/{job_id}/outputs", response_model=StoredFile,
+            openapi_extra=request_body(BINARY, "application/octet-stream"))
 async def upload_output(job_id: str, request: Request, lease_id: str, key: str, node_id: str,
                         filename: str, subfolder: str = "", type: str = "output",
                         worker: Worker = Depends(current_worker),
@@ -177,7 +183,8 @@ async def upload_output(job_id: str, request: Request, lease_id: str, key: str, 
     return StoredFile(filename=done.filename, subfolder=done.subfolder, type=done.type)
 
 
-@router.post("/jobs/{job_id}/complete", response_model=JobStateResponse)
+@router.post("/jobs/{job_id}/complete", response_model=JobStateResponse,
+             openapi_extra=request_body(CompleteRequest))
 async def complete(job_id: str, request: Request, worker: Worker = Depends(current_worker),
                    hub: HubContext = Depends(get_hub)) -> JobStateResponse:
     req = await bodies.read_model(request, CompleteRequest, _EVENTS_LIMIT)
@@ -186,7 +193,8 @@ async def complete(job_id: str, request: Request, worker: Worker = Depends(curre
     return JobStateResponse(job_id=job.id, state=job.state)
 
 
-@router.post("/jobs/{job_id}/release", response_model=JobStateResponse)
+@router.post("/jobs/{job_id}/release", response_model=JobStateResponse,
+             openapi_extra=request_body(LeaseRef))
 async def release(job_id: str, request: Request, worker: Worker = Depends(current_worker),
                   hub: HubContext = Depends(get_hub)) -> JobStateResponse:
     req = await bodies.read_model(request, LeaseRef)

@@ -146,7 +146,7 @@ def embeddings() -> list[str]:
     return []
 
 
-@router.post("/api/free")
+@router.post("/api/free", response_class=Response)
 def free() -> Response:
     """Memory on the GPU machines is the workers' business; accepted and ignored."""
     return Response(status_code=200)

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator
 from contextlib import aclosing
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import anyio
 from fastapi import Depends, Query, Request
@@ -38,6 +38,7 @@ from comfymulti.errors import Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.web import bodies
 from comfymulti.hub.web.access import get_hub, workspace_owner
+from comfymulti.hub.web.openapi import BINARY, request_body
 from comfymulti.hub.workspaces.router import workspace_router
 from comfymulti.models import User
 from comfymulti.userfiles import is_active, media_type, place, resolve, staging_path
@@ -49,6 +50,10 @@ UPLOAD_TYPES = ("input", "temp")
 MULTIPART_SLACK = 64 * 1024  # form fields and part headers around the file
 _ANNOTATED = re.compile(r"^(?P<name>.*?) ?\[(?P<type>input|output|temp)\]$")
 _CHUNK = 1024 * 1024
+_UPLOAD_FIELDS: dict[str, Any] = {
+    "image": BINARY, "type": {"type": "string", "enum": list(UPLOAD_TYPES)},
+    "subfolder": {"type": "string"}, "overwrite": {"type": "string", "enum": ["true", "false"]},
+}
 
 
 def _split_annotation(filename: str, default_type: str) -> tuple[str, str]:
@@ -72,7 +77,7 @@ def _locate(hub: HubContext, me: User, kind: str, subfolder: str, filename: str)
     return path
 
 
-@router.get("/api/view")
+@router.get("/api/view", response_class=FileResponse)
 async def view(request: Request, filename: str = "", kind: str = Query("output", alias="type"),
                subfolder: str = "", me: User = Depends(workspace_owner),
                hub: HubContext = Depends(get_hub)) -> FileResponse:
@@ -227,7 +232,8 @@ def _place_new(up: _Upload, tmp: Path, digest: str) -> str:
         return name
 
 
-@router.post("/api/upload/image")
+@router.post("/api/upload/image", openapi_extra=request_body(
+    {"type": "object", "required": ["image"], "properties": _UPLOAD_FIELDS}, "multipart/form-data"))
 async def upload_image(request: Request, me: User = Depends(workspace_owner),
                        hub: HubContext = Depends(get_hub)) -> dict[str, str]:
     """Multipart `image`, `type` (input|temp), `subfolder`, `overwrite` → {name, subfolder,
@@ -285,7 +291,11 @@ def _store_mask(up: _Upload, original: Path) -> str:
     return _store_upload(up, io.BytesIO(combined))
 
 
-@router.post("/api/upload/mask")
+@router.post("/api/upload/mask", openapi_extra=request_body(
+    {"type": "object", "required": ["image", "original_ref"],
+     "properties": {**_UPLOAD_FIELDS, "original_ref": {
+         "type": "string", "description": 'JSON {"filename", "subfolder", "type"}'}}},
+    "multipart/form-data"))
 async def upload_mask(request: Request, me: User = Depends(workspace_owner),
                       hub: HubContext = Depends(get_hub)) -> dict[str, str]:
     """Like upload/image, plus `original_ref`: the stored file is the original with the

@@ -11,7 +11,7 @@ from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Select, func, select
 
-from comfymulti.catalog.prompt import Submission, parse_submission
+from comfymulti.catalog.prompt import SUBMISSION_SCHEMA, Submission, parse_submission
 from comfymulti.catalog.prompt import workflow_id as workflow_id_of
 from comfymulti.catalog.validate import validate
 from comfymulti.db import transaction
@@ -20,6 +20,7 @@ from comfymulti.hub.context import HubContext
 from comfymulti.hub.web.access import get_hub, workspace_jobs, workspace_owner
 from comfymulti.hub.web.bodies import read_json, read_object
 from comfymulti.hub.web.errors import comfy_error, comfy_message
+from comfymulti.hub.web.openapi import request_body
 from comfymulti.hub.workspaces.comfy_jobs import (
     STATES_FOR,
     history_entry,
@@ -34,6 +35,13 @@ from comfymulti.userfiles import resolve
 
 router = workspace_router()
 
+# The largest number SQLite binds (LIMIT, OFFSET); a larger one is refused as invalid input.
+_SQL_INT_MAX = 2**63 - 1
+_PROMPT_IDS: dict[str, Any] = {"type": "array", "items": {"type": ["string", "integer"]}}
+# Queue and history edits: delete some entries, or clear them all.
+_EDIT = request_body({"type": "object", "properties": {"delete": _PROMPT_IDS,
+                                                       "clear": {"type": "boolean"}}})
+
 def _output_nodes(hub: HubContext) -> Callable[[Job], list[str]]:
     """A function giving a job's output node ids; reads the catalog once per request."""
     with transaction(hub.factory) as s:
@@ -46,7 +54,7 @@ def _output_nodes(hub: HubContext) -> Callable[[Job], list[str]]:
     return of
 
 
-@router.post("/api/prompt")
+@router.post("/api/prompt", openapi_extra=request_body(SUBMISSION_SCHEMA))
 async def post_prompt(request: Request, me: User = Depends(workspace_owner),
                       hub: HubContext = Depends(get_hub)) -> Response:
     sub = parse_submission(await read_json(request, hub.settings.queue.max_prompt_bytes))
@@ -107,7 +115,7 @@ def get_queue(me: User = Depends(workspace_owner), hub: HubContext = Depends(get
             "queue_pending": [queue_item(j, outputs_of(j)) for j in pending]}
 
 
-@router.post("/api/queue")
+@router.post("/api/queue", response_class=Response, openapi_extra=_EDIT)
 async def post_queue(request: Request, me: User = Depends(workspace_owner),
                      hub: HubContext = Depends(get_hub)) -> Response:
     body = await read_object(request)
@@ -127,7 +135,8 @@ def _cancel_all(hub: HubContext, stmt: Select[tuple[Job]], reason: str) -> list[
     return [hub.queue.cancel(job, reason=reason) for job in targets]
 
 
-@router.post("/api/interrupt")
+@router.post("/api/interrupt", response_class=Response, openapi_extra=request_body(
+    {"type": "object", "properties": {"prompt_id": {"type": "string"}}}, required=False))
 async def interrupt(request: Request, me: User = Depends(workspace_owner),
                     hub: HubContext = Depends(get_hub)) -> Response:
     """With a prompt_id: stop that job if it runs; without: stop this user's running jobs.
@@ -151,7 +160,8 @@ def _events(s: Any, job_ids: list[str]) -> dict[str, list[JobEvent]]:
 
 
 @router.get("/api/history")
-def get_history(max_items: int | None = Query(None, ge=0), offset: int = Query(0, ge=0),
+def get_history(max_items: int | None = Query(None, ge=0, le=_SQL_INT_MAX),
+                offset: int = Query(0, ge=0, le=_SQL_INT_MAX),
                       me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
                       ) -> dict[str, Any]:
     with transaction(hub.factory) as s:
@@ -177,7 +187,7 @@ def get_history_one(prompt_id: str, me: User = Depends(workspace_owner),
     return {job.id: history_entry(job, events.get(job.id, []), _output_nodes(hub)(job))}
 
 
-@router.post("/api/history")
+@router.post("/api/history", response_class=Response, openapi_extra=_EDIT)
 async def post_history(request: Request, me: User = Depends(workspace_owner),
                        hub: HubContext = Depends(get_hub)) -> Response:
     """Delete finished entries from this user's history (their files stay)."""
@@ -262,7 +272,8 @@ def cancel_job(job_id: str, me: User = Depends(workspace_owner),
     return {"cancelled": outcome != CancelOutcome.FINAL}
 
 
-@router.post("/api/jobs/cancel")
+@router.post("/api/jobs/cancel", openapi_extra=request_body(
+    {"type": "object", "required": ["job_ids"], "properties": {"job_ids": _PROMPT_IDS}}))
 async def cancel_jobs(request: Request, me: User = Depends(workspace_owner),
                       hub: HubContext = Depends(get_hub)) -> Response:
     ids = _ids(await read_object(request), "job_ids")

@@ -37,6 +37,7 @@ from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import templates
 from comfymulti.hub.web.access import get_hub, workspace_owner
 from comfymulti.hub.web.bodies import read_body, read_json
+from comfymulti.hub.web.openapi import ANY_JSON, BINARY, JSON_OBJECT, request_body
 from comfymulti.hub.workspaces.router import workspace_router
 from comfymulti.models import User
 from comfymulti.userfiles import is_active, media_type, place, resolve, staging_path
@@ -239,7 +240,7 @@ async def list_userdata_v2(path: str = "", me: User = Depends(workspace_owner),
 # --------------------------------------------------------------------------- files
 
 
-@router.get("/api/userdata/{rest:path}")
+@router.get("/api/userdata/{rest:path}", response_class=FileResponse)
 async def get_userdata(request: Request, me: User = Depends(workspace_owner),
                        hub: HubContext = Depends(get_hub)) -> FileResponse:
     name = _one_name(request, me.name)
@@ -253,7 +254,8 @@ async def get_userdata(request: Request, me: User = Depends(workspace_owner),
     return _file_response(path, _root(hub, me))
 
 
-@router.post("/api/userdata/{rest:path}")
+@router.post("/api/userdata/{rest:path}",
+             openapi_extra=request_body(BINARY, "application/octet-stream"))
 async def post_userdata(request: Request, overwrite: str = "true", full_info: str = "false",
                         me: User = Depends(workspace_owner),
                         hub: HubContext = Depends(get_hub)) -> Any:
@@ -286,7 +288,7 @@ def _move(hub: HubContext, me: User, name: str, dest_name: str, overwrite: bool,
     return _saved(dest, _root(hub, me), full_info)
 
 
-@router.delete("/api/userdata/{rest:path}")
+@router.delete("/api/userdata/{rest:path}", status_code=204)
 async def delete_userdata(request: Request, me: User = Depends(workspace_owner),
                           hub: HubContext = Depends(get_hub)) -> Response:
     name = _one_name(request, me.name)
@@ -297,7 +299,7 @@ async def delete_userdata(request: Request, me: User = Depends(workspace_owner),
     return Response(status_code=204)
 
 
-@router.get("/user.css")
+@router.get("/user.css", response_class=FileResponse)
 async def user_css(me: User = Depends(workspace_owner),
                    hub: HubContext = Depends(get_hub)) -> FileResponse:
     """The page asks for it on every load; 404 is normal."""
@@ -350,7 +352,8 @@ async def get_setting(setting_id: str, me: User = Depends(workspace_owner),
     return JSONResponse(_load_settings(_settings_path(hub, me)).get(setting_id))
 
 
-@router.post("/api/settings")
+@router.post("/api/settings", response_class=Response,
+             openapi_extra=request_body(JSON_OBJECT))
 async def post_settings(request: Request, me: User = Depends(workspace_owner),
                         hub: HubContext = Depends(get_hub)) -> Response:
     """Merge an object of settings into the stored ones."""
@@ -362,7 +365,8 @@ async def post_settings(request: Request, me: User = Depends(workspace_owner),
     return Response(status_code=200)
 
 
-@router.post("/api/settings/{setting_id}")
+@router.post("/api/settings/{setting_id}", response_class=Response,
+             openapi_extra=request_body(ANY_JSON))
 async def post_setting(setting_id: str, request: Request, me: User = Depends(workspace_owner),
                        hub: HubContext = Depends(get_hub)) -> Response:
     value = await read_json(request, hub.settings.files.max_upload_bytes)
