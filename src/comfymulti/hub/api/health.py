@@ -9,10 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
-from comfymulti.db import BUSY_TIMEOUT_MS, transaction
+from comfymulti.db import BUSY_TIMEOUT_MS
 from comfymulti.errors import Unavailable
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.web.access import get_hub
@@ -27,20 +27,26 @@ _PROBE_BUSY_MS = 50
 
 
 def _probe(hub: HubContext) -> dict[str, Any]:
-    """Write one row (the truth about writability), then read the counts; in a thread."""
-    with transaction(hub.factory) as s:
-        sqlite = s.get_bind().dialect.name == "sqlite"
+    """Write one row (the truth about writability), then read the counts; in a thread, on a
+    connection that waits for another writer only briefly."""
+    with hub.engine.connect() as conn:
+        sqlite = conn.dialect.name == "sqlite"
         if sqlite:
-            s.execute(text(f"PRAGMA busy_timeout={_PROBE_BUSY_MS}"))
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={_PROBE_BUSY_MS}")
         try:
-            store.set_state(s, "health_probe", f"{time.time():.3f}")
-            s.flush()
-            found = {"workers_online": fleet.online_count(s, hub.online_window),
-                     "queue_depth": store.count_queued(s)}
+            with Session(conn) as s:
+                store.set_state(s, "health_probe", f"{time.time():.3f}")
+                s.flush()
+                found = {"workers_online": fleet.online_count(s, hub.online_window),
+                         "queue_depth": store.count_queued(s)}
+                s.commit()
+            return found
+        except OperationalError:
+            raise Unavailable("the database is not writable") from None
         finally:
+            conn.rollback()
             if sqlite:
-                s.execute(text(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}"))
-    return found
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 @router.get("/health")
