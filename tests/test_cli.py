@@ -112,3 +112,48 @@ def test_worker_tokens(tmp_path: Path) -> None:
     assert "revoked" in run(*cfg, "workers", "list").stdout
     db = (tmp_path / "data/comfymulti.db").read_bytes()
     assert token.encode() not in db, "worker tokens must be stored hashed"
+
+
+def test_users_create_hashes_before_it_locks_and_leaves_nothing_when_interrupted(
+        tmp_path: Path, monkeypatch) -> None:
+    """Hashing 80 passwords takes seconds: the hub's writers must not wait for it, and a run
+    stopped halfway leaves no accounts and no folders."""
+    import sqlite3
+
+    import pytest
+    from typer.testing import CliRunner
+
+    from comfymulti import cli, invocation
+    from comfymulti.hub.services import auth, users
+
+    config = tmp_path / "comfymulti.toml"
+    config.write_text('data_dir = "data"\n')
+    assert run("--config", str(config), "users", "list").returncode == 0  # creates the DB
+    db_file = tmp_path / "data" / "comfymulti.db"
+    monkeypatch.setattr(invocation.state, "settings", None)
+    calls = []
+
+    def hash_while_others_write(password: str) -> str:
+        other = sqlite3.connect(db_file, timeout=0.05, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # fails if users create held the write lock
+        other.execute("ROLLBACK")
+        other.close()
+        calls.append(password)
+        if len(calls) == 3 and interrupt:
+            raise RuntimeError("stopped halfway")
+        return auth.hash_password(password)
+
+    monkeypatch.setattr(users, "hash_password", hash_while_others_write)
+    args = ["--config", str(config), "users", "create", "--count", "5"]
+    interrupt = True
+    with pytest.raises(RuntimeError, match="halfway"):
+        CliRunner().invoke(cli.app, args, catch_exceptions=False)
+    assert not (tmp_path / "data" / "users").exists()
+    assert "user001" not in run("--config", str(config), "users", "list").stdout
+    interrupt = False
+    calls.clear()
+    result = CliRunner().invoke(cli.app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 5
+    assert sorted(p.name for p in (tmp_path / "data" / "users").iterdir()) == [
+        f"user00{i}" for i in range(1, 6)]

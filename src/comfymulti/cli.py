@@ -122,11 +122,15 @@ def users_create(
 ) -> None:
     """Create numbered accounts and write a credentials sheet (CSV + printable HTML cards)."""
     cfg = settings()
+    names = user_service.numbered_names(count, prefix, start)
+    accounts = user_service.prepare_accounts(names, role)  # hashing: before the transaction
+    rows = [(a.name, a.password) for a in accounts]
     with transaction(_factory()) as s:
-        rows = user_service.create_many(s, cfg.data_dir, count, prefix, role, start)
+        user_service.add_accounts(s, accounts)
         # Inside the transaction: if the sheet cannot be written, no account is created.
         csv_path, html_path = user_service.write_credentials(
             out_dir or cfg.data_dir / "credentials", rows, cfg.public_url + "/")
+    user_service.make_folders(cfg.data_dir, names)
     out.print(f"Created {len(rows)} {role} accounts: {rows[0][0]} … {rows[-1][0]}")
     out.print(f"Credentials: {csv_path}\nPrintable cards: {html_path}")
 

@@ -6,6 +6,7 @@ import csv
 import html
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import delete, select
@@ -35,35 +36,66 @@ def list_users(s: Session) -> list[User]:
     return list(s.scalars(select(User).order_by(User.name)))
 
 
-def create_user(s: Session, data_dir: Path, name: str, role: Role = Role.PARTICIPANT,
-                password: str | None = None) -> tuple[User, str]:
-    """A new account and its password (generated unless given)."""
-    if not USER_NAME.match(name):
+@dataclass(frozen=True)
+class NewAccount:
+    """An account ready to insert: its password hashed already, so that the slow part
+    (argon2) never runs while a transaction holds the database."""
+
+    name: str
+    role: Role
+    password: str
+    password_hash: str
+
+
+def prepare_accounts(names: list[str], role: Role = Role.PARTICIPANT,
+                     password: str | None = None) -> list[NewAccount]:
+    """Check names and hash fresh passwords (or the one given). No database work."""
+    bad = [n for n in names if not USER_NAME.match(n)]
+    if bad:
         raise InvalidInput(
-            f"invalid user name {name!r}: lowercase letters, digits, '.', '_', '-' (max 64)"
-        )
-    if s.scalar(select(User.id).where(User.name == name)) is not None:
-        raise Conflict(f"user {name!r} exists already")
-    password = password or generate_password()
-    user = User(name=name, role=str(Role(role)), password_hash=hash_password(password),
-                disabled=False, created_at=time.time(), last_dispatch=0)
-    s.add(user)
+            f"invalid user name {bad[0]!r}: lowercase letters, digits, '.', '_', '-' (max 64)")
+    accounts = []
+    for name in names:
+        secret = password or generate_password()
+        accounts.append(NewAccount(name, Role(role), secret, hash_password(secret)))
+    return accounts
+
+
+def add_accounts(s: Session, accounts: list[NewAccount]) -> list[User]:
+    """Insert prepared accounts; refuses (nothing added) if any name is taken. Folders are
+    made after the commit (`make_folders`), so an aborted run leaves none behind."""
+    names = [a.name for a in accounts]
+    taken = set(s.scalars(select(User.name).where(User.name.in_(names))))
+    if taken:
+        raise Conflict(f"these users exist already: {', '.join(sorted(taken))}"
+                       if len(taken) > 1 else f"user {taken.pop()!r} exists already")
+    users = [User(name=a.name, role=str(a.role), password_hash=a.password_hash,
+                  disabled=False, created_at=time.time(), last_dispatch=0) for a in accounts]
+    s.add_all(users)
     s.flush()
-    ensure_user_dirs(data_dir, name)
-    return user, password
+    return users
 
 
-def create_many(s: Session, data_dir: Path, count: int, prefix: str, role: Role,
-                start: int = 1) -> list[tuple[str, str]]:
-    """user001…userNNN with fresh passwords; refuses if any of the names is taken."""
+def make_folders(data_dir: Path, names: list[str]) -> None:
+    for name in names:
+        ensure_user_dirs(data_dir, name)
+
+
+def numbered_names(count: int, prefix: str, start: int = 1) -> list[str]:
+    """user001…userNNN (at least three digits)."""
     if count < 1:
         raise InvalidInput("count must be at least 1")
     width = max(3, len(str(start + count - 1)))
-    names = [f"{prefix}{i:0{width}d}" for i in range(start, start + count)]
-    taken = set(s.scalars(select(User.name).where(User.name.in_(names))))
-    if taken:
-        raise Conflict(f"these users exist already: {', '.join(sorted(taken))}")
-    return [(name, create_user(s, data_dir, name, role)[1]) for name in names]
+    return [f"{prefix}{i:0{width}d}" for i in range(start, start + count)]
+
+
+def create_user(s: Session, data_dir: Path, name: str, role: Role = Role.PARTICIPANT,
+                password: str | None = None) -> tuple[User, str]:
+    """One new account and its password (generated unless given), folders included."""
+    account, = prepare_accounts([name], role, password)
+    user, = add_accounts(s, [account])
+    make_folders(data_dir, [name])
+    return user, account.password
 
 
 def remove_user(s: Session, data_dir: Path, name: str, delete_files: bool = False) -> None:
