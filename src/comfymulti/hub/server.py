@@ -32,8 +32,10 @@ class _Server(uvicorn.Server):
 
 def serve(app: FastAPI, host: str, port: int) -> None:
     """Serve until SIGTERM or Ctrl-C, then stop cleanly and exit 0."""
+    # Keep idle connections as long as browsers and proxies expect (nginx keeps its own 75 s);
+    # uvicorn's 5 s default closes pooled connections clients are about to reuse (read errors).
     config = uvicorn.Config(app, host=host, port=port, log_config=None,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, timeout_keep_alive=75)
     # uvicorn re-raises the signal it caught once it has shut down, with the handler that
     # was there before it started: make that a clean exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

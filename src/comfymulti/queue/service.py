@@ -47,6 +47,10 @@ from comfymulti.userfiles import free_name, resolve
 
 log = logging.getLogger("comfymulti.queue")
 
+# Longest a cached queue order with ETAs is served (changes made by other processes, such as
+# a policy set from the CLI, and the passing of time show up within this).
+ETA_TTL = 2.0
+
 # What a worker's terminal report becomes.
 _FINISH = {
     "success": JobState.SUCCEEDED,
@@ -76,6 +80,10 @@ class JobQueue:
         self._worker_signals: dict[str, asyncio.Event] = {}
         self.closing = False
         self._offload = offload
+        # Bumped by every change this hub makes to the queue; cached views are keyed by it.
+        self._changes = 0
+        self._view: tuple[int, float, list[scheduler.Candidate],
+                          dict[str, tuple[int, float]]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -88,6 +96,7 @@ class JobQueue:
 
     def wake_workers(self) -> None:
         """Wake every long-polling lease request: there may be work for it now."""
+        self._changes += 1
         on_loop(self._loop, self._wake)
 
     def _wake(self) -> None:
@@ -96,6 +105,7 @@ class JobQueue:
 
     def notify_user(self, user_id: int) -> None:
         """Tell the user's sockets their queue changed (they answer with a `status`)."""
+        self._changes += 1
         self.bus.publish(user_id, {"type": "queue_changed"})
 
     def worker_signal(self, worker_id: str) -> asyncio.Event:
@@ -208,19 +218,30 @@ class JobQueue:
         return scheduler.order(policy, candidates, last)
 
     def etas(self, user_id: int | None = None) -> dict[str, tuple[int, float]]:
-        """job id → (queue position, seconds until done) for queued jobs (of one user)."""
+        """job id → (queue position, seconds until done) for queued jobs (of one user).
+
+        Computed once for the whole queue and shared by every poll until the queue changes
+        (or ETA_TTL passes): with hundreds of participants polling a long queue, per-poll
+        recomputation would slow the very drain it reports on."""
+        order, etas = self._queue_view()
+        if user_id is None:
+            return etas
+        return {c.job_id: etas[c.job_id] for c in order if c.user_id == user_id}
+
+    def _queue_view(self) -> tuple[list[scheduler.Candidate], dict[str, tuple[int, float]]]:
+        changes, now = self._changes, time.time()
+        cached = self._view
+        if cached is not None and cached[0] == changes and now - cached[1] < ETA_TTL:
+            return cached[2], cached[3]
         order = self.order()
-        now = time.time()
         with transaction(self.factory) as s:
             estimator = Estimator(s)
             online = fleet.online_count(s, self.online_window)
             busy = sum(max(0.0, estimator.seconds(j.requirements) - (now - (j.started_at or now)))
                        for j in s.scalars(select(Job).where(Job.state.in_([str(x) for x in HELD]))))
         etas = queue_etas(order, estimator, online, busy)
-        if user_id is None:
-            return etas
-        mine = {c.job_id for c in order if c.user_id == user_id}
-        return {job_id: value for job_id, value in etas.items() if job_id in mine}
+        self._view = (changes, now, order, etas)
+        return order, etas
 
     # --- workers ---------------------------------------------------------------------------
 
