@@ -106,7 +106,7 @@ def serve(
     application = create_app(cfg)
     ensure_admin(application.state.hub.factory, cfg.public_url)
     out.print(f"ComfyMulti hub on {cfg.public_url}/  (data: {cfg.data_dir})")
-    server.serve(application, cfg.hub.host, cfg.hub.port)
+    server.serve(application, cfg.hub.host, cfg.hub.port, cfg.hub.header_timeout)
 
 
 # --- users -----------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ class HubSettings(_Section):
     public_url: str = Field(
         "", description="URL participants open (printed on start); empty: http://host:port"
     )
+    header_timeout: float = Field(
+        15.0, gt=0, le=300, description="Seconds a client has to send a request's headers."
+    )
     secret_key: SecretStr = Field(
         SecretStr(""),
         description="Signs sessions. Empty: generated once into DATA_DIR/secret_key.",

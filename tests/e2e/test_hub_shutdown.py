@@ -72,3 +72,27 @@ async def test_sigterm_with_workers_connected_stops_within_2_s(tmp_path: Path) -
     text = log.read_text()
     for bad in ("Traceback", "CancelledError", "ERROR", "Exception"):
         assert bad not in text, text[-2000:]
+
+
+async def test_half_sent_headers_are_cut_off(tmp_path: Path) -> None:
+    """Slowloris: a connection that never finishes its headers is closed after the deadline,
+    while the hub keeps answering everyone else."""
+    port = free_port()
+    config = tmp_path / "comfymulti.toml"
+    config.write_text(f'data_dir = "data"\n[hub]\nport = {port}\nheader_timeout = 1.0\n')
+    hub = subprocess.Popen([sys.executable, "-m", "comfymulti", "--config", str(config),
+                            "serve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            await _wait_up(c)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            await writer.drain()
+            start = time.monotonic()
+            assert (await c.get("/health")).status_code == 200
+            closed = await asyncio.wait_for(reader.read(), 5)
+            assert closed == b"" and 0.8 < time.monotonic() - start < 3
+            writer.close()
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(hub.wait, 10) == 0

@@ -10,8 +10,44 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from comfymulti.hub.context import HubContext
+
+# A client must finish sending a request's headers within this time, or the connection is
+# closed: otherwise a few thousand half-open connections (slowloris) hold the hub's sockets.
+HEADER_TIMEOUT = 15.0
+
+
+class _HeaderDeadline(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with a deadline for request headers (uvicorn has none)."""
+
+    header_timeout = HEADER_TIMEOUT
+    _deadline: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and self._deadline is None:
+            self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._clear_deadline()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._clear_deadline()
+        super().connection_lost(exc)
+
+    def _clear_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -30,12 +66,14 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(app: FastAPI, host: str, port: int) -> None:
+def serve(app: FastAPI, host: str, port: int, header_timeout: float = HEADER_TIMEOUT) -> None:
     """Serve until SIGTERM or Ctrl-C, then stop cleanly and exit 0."""
+    protocol = type("HubHttp", (_HeaderDeadline,), {"header_timeout": header_timeout})
     # Keep idle connections as long as browsers and proxies expect (nginx keeps its own 75 s);
     # uvicorn's 5 s default closes pooled connections clients are about to reuse (read errors).
     config = uvicorn.Config(app, host=host, port=port, log_config=None,
-                            timeout_graceful_shutdown=5, timeout_keep_alive=75)
+                            timeout_graceful_shutdown=5, timeout_keep_alive=75,
+                            http=protocol)
     # uvicorn re-raises the signal it caught once it has shut down, with the handler that
     # was there before it started: make that a clean exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
