@@ -3,6 +3,7 @@ workers, and the union of the online workers' catalogs that participants see."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import OrderedDict
 from typing import Any
@@ -25,7 +26,7 @@ class CatalogCache:
         self._indexes: dict[str, CatalogIndex] = {}
         self._parsed: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._current: tuple[tuple[str, ...], dict[str, Any]] | None = None
-        self._current_json: bytes | None = None
+        self._current_json: tuple[bytes, bytes] | None = None
 
     def index(self, s: Session, catalog_hash: str) -> CatalogIndex | None:
         if not catalog_hash:
@@ -67,9 +68,11 @@ class CatalogCache:
             self._current_json = None
         return self._current[1]
 
-    def current_object_info_json(self, s: Session) -> bytes:
-        """object_info of `current()` as JSON bytes, serialised once per catalog (≈1.6 MB)."""
+    def current_object_info_json(self, s: Session) -> tuple[bytes, bytes]:
+        """object_info of `current()` as JSON bytes and gzipped, each made once per catalog:
+        ≈1.6 MB plain, ≈0.2 MB gzipped, sent to every participant's browser at start-up."""
         catalog = self.current(s)
         if self._current_json is None:
-            self._current_json = json.dumps(catalog["object_info"]).encode()
+            plain = json.dumps(catalog["object_info"]).encode()
+            self._current_json = (plain, gzip.compress(plain, 6))
         return self._current_json

@@ -47,3 +47,14 @@ def test_workspace_offers_models_of_every_online_worker(ws_hub) -> None:
     prompt = copy.deepcopy(LOAD)
     prompt["1"]["inputs"]["ckpt_name"] = "nowhere.safetensors"
     assert client.post("/u/user002/api/prompt", json={"prompt": prompt}).status_code == 400
+
+
+def test_object_info_is_sent_gzipped_from_prepared_bytes(ws_hub) -> None:
+    harness, client = ws_hub
+    token = harness.bearer("user002")
+    r = client.get("/u/user002/api/object_info", headers={**token, "Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip" and len(r.json()) > 800
+    assert int(r.headers["content-length"]) < len(r.content) / 5  # sent compressed
+    plain = client.get("/u/user002/api/object_info",
+                       headers={**token, "Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.json() == r.json()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from comfymulti import __version__
@@ -64,10 +64,14 @@ def extensions() -> list[str]:
 
 
 @router.get("/api/object_info")
-def object_info(hub: HubContext = Depends(get_hub)) -> Response:
+def object_info(request: Request, hub: HubContext = Depends(get_hub)) -> Response:
+    """Served from bytes prepared once, gzipped for every client that accepts it."""
     with transaction(hub.factory) as s:
-        body = hub.queue.catalogs.current_object_info_json(s)
-    return Response(body, media_type="application/json")
+        plain, packed = hub.queue.catalogs.current_object_info_json(s)
+    if "gzip" in request.headers.get("accept-encoding", "").lower():
+        return Response(packed, media_type="application/json",
+                        headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+    return Response(plain, media_type="application/json", headers={"Vary": "Accept-Encoding"})
 
 
 @router.get("/api/object_info/{class_type}")
