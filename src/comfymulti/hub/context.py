@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from comfymulti.config import Settings
 from comfymulti.events import EventBus
+from comfymulti.hub.services.auth import PasswordChecks
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.metrics import Metrics
 from comfymulti.queue.service import JobQueue
@@ -24,6 +25,7 @@ class HubContext:
     queue: JobQueue
     secret: str
     login_limiter: RateLimiter
+    password_checks: PasswordChecks
 
     @property
     def online_window(self) -> float:

@@ -32,8 +32,10 @@ class _Server(uvicorn.Server):
 
 def serve(app: FastAPI, host: str, port: int) -> None:
     """Serve until SIGTERM or Ctrl-C, then stop cleanly and exit 0."""
+    # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; the hub
+    # decides that itself from hub.trusted_proxies (web/access.py client_address).
     config = uvicorn.Config(app, host=host, port=port, log_config=None,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, proxy_headers=False)
     # uvicorn re-raises the signal it caught once it has shut down, with the handler that
     # was there before it started: make that a clean exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

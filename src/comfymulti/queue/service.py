@@ -50,6 +50,10 @@ _FINISH = {
 }
 
 
+# Queue changes within this many seconds reach a user's sockets as one `status`.
+STATUS_DELAY = 0.05
+
+
 class JobQueue:
     def __init__(
         self,
@@ -68,6 +72,7 @@ class JobQueue:
         self.catalogs = catalogs
         self._work = asyncio.Event()
         self._worker_signals: dict[str, asyncio.Event] = {}
+        self._status_due: set[int] = set()
         self.closing = False
 
     # --- notifications ---------------------------------------------------------------------
@@ -78,8 +83,28 @@ class JobQueue:
         self._work = asyncio.Event()
 
     def notify_user(self, user_id: int) -> None:
-        """Tell the user's sockets their queue changed (they answer with a `status`)."""
-        self.bus.publish(user_id, {"type": "queue_changed"})
+        """Send the user's sockets a `status` with their queue size, computed once for all of
+        them and once per burst of changes (a batch submit, a reap): STATUS_DELAY after the
+        first change, so thousands of sockets never mean thousands of counts."""
+        if user_id in self._status_due or not self.bus.subscribers(user_id):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven outside the hub's loop: no sockets to tell
+            return
+        self._status_due.add(user_id)
+        loop.call_later(STATUS_DELAY, self._send_status, user_id)
+
+    def _send_status(self, user_id: int) -> None:
+        self._status_due.discard(user_id)
+        if self.bus.subscribers(user_id):
+            self.bus.publish(user_id, {"type": "status", "client_id": "", "data": {
+                "status": {"exec_info": {"queue_remaining": self.remaining(user_id)}}}})
+
+    def remaining(self, user_id: int) -> int:
+        """The user's jobs not finished yet."""
+        with transaction(self.factory) as s:
+            return store.count_unfinished(s, user_id)
 
     def worker_signal(self, worker_id: str) -> asyncio.Event:
         """Set when this worker's commands change (cancel, drain) or the hub stops."""
