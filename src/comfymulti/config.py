@@ -38,6 +38,16 @@ class HubSettings(_Section):
         SecretStr(""),
         description="Signs sessions. Empty: generated once into DATA_DIR/secret_key.",
     )
+    trusted_proxies: list[str] = Field(
+        [], description="Addresses of reverse proxies (e.g. \"127.0.0.1\" for a local nginx) "
+        "whose X-Forwarded-For names the client; from anyone else it is ignored."
+    )
+    max_sockets_per_user: int = Field(
+        20, ge=1, description="Open workspace WebSockets one user may hold; more are refused."
+    )
+    max_sockets_total: int = Field(
+        2000, ge=1, description="Open workspace WebSockets for the whole hub."
+    )
 
 
 class StoreSettings(_Section):
@@ -200,6 +210,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

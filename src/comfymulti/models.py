@@ -46,6 +46,20 @@ class ApiToken(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
+class LoginSession(Base):
+    """A browser login. The cookie holds a random id; only its SHA-256 is stored, so deleting
+    the row ends the session everywhere."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
 class WorkerToken(Base):
     """A credential for GPU workers; only its SHA-256 is stored."""
 

@@ -141,7 +141,7 @@ def _drain(sub) -> list[str]:
     types = []
     while not sub.queue.empty():
         types.append(sub.queue.get_nowait()["type"])
-    return [t for t in types if t != "queue_changed"]
+    return [t for t in types if t != "status"]
 
 
 def _serve(config: Path) -> subprocess.Popen[bytes]:

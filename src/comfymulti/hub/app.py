@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,11 +19,12 @@ from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.events import EventBus
 from comfymulti.hub.api import admin, health, jobs, templates, worker
 from comfymulti.hub.context import HubContext
+from comfymulti.hub.services.auth import PasswordChecks
 from comfymulti.hub.web import errors, openapi
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, userdata, ws
 from comfymulti.hub.workspaces.aliases import ApiAliases
-from comfymulti.hub.workspaces.ws import Sockets
+from comfymulti.hub.workspaces.sockets import Sockets
 from comfymulti.metrics import Metrics
 from comfymulti.queue import fleet, store
 from comfymulti.queue.catalogs import CatalogCache
@@ -49,8 +51,8 @@ def build_context(settings: Settings) -> HubContext:
                      CatalogCache(settings.queue.online_window), run)
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
-                     login_limiter=RateLimiter(max_failures=10, window=300.0), run=run,
-                     probe=Offload(2))
+                     login_limiter=RateLimiter(), run=run, probe=Offload(2),
+                     password_checks=PasswordChecks(os.cpu_count() or 2))
 
     def jobs_by_state() -> dict[str, int]:
         with transaction(factory) as s:
@@ -76,17 +78,20 @@ def _clear_staging(folder: Path, older_than: float = 3600.0) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     hub = build_context(settings)
+    sockets = Sockets(settings.hub.max_sockets_per_user, settings.hub.max_sockets_total)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub.queue.bind(asyncio.get_running_loop())
         hub.queue.on_start()
         reaper = asyncio.create_task(hub.queue.reaper(), name="lease-reaper")
+        watch = asyncio.create_task(sockets.watch(hub), name="socket-recheck")
         log.info("hub ready at %s", settings.public_url, extra={"action": "start"})
         try:
             yield
         finally:
             reaper.cancel()
+            watch.cancel()
             hub.queue.close()
             hub.engine.dispose()
 
@@ -94,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=openapi.URL)
     app.state.hub = hub
     app.add_middleware(ApiAliases)
-    app.state.sockets = Sockets()
+    app.state.sockets = sockets
     for router in (health.router, worker.router, jobs.router, admin.router, templates.router,
                    frontend.router, env_api.router, run_api.router, ws.router,
                    userdata.router, files_api.router):

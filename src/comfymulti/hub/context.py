@@ -13,6 +13,7 @@ from comfymulti.blocking import Offload
 from comfymulti.config import Settings
 from comfymulti.db import transaction
 from comfymulti.events import EventBus
+from comfymulti.hub.services.auth import PasswordChecks
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.metrics import Metrics
 from comfymulti.queue.service import JobQueue
@@ -30,6 +31,7 @@ class HubContext:
     queue: JobQueue
     secret: str
     login_limiter: RateLimiter
+    password_checks: PasswordChecks
     run: Offload  # `await hub.run(fn, *args)`: blocking work (database, hashing) off the loop
     probe: Offload  # /health's own threads, so it answers even when `run`'s are all waiting
 

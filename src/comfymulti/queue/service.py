@@ -59,6 +59,10 @@ _FINISH = {
 }
 
 
+# Queue changes within this many seconds reach a user's sockets as one `status`.
+STATUS_DELAY = 0.05
+
+
 class JobQueue:
     def __init__(
         self,
@@ -78,6 +82,8 @@ class JobQueue:
         self.catalogs = catalogs
         self._work = asyncio.Event()
         self._worker_signals: dict[str, asyncio.Event] = {}
+        self._status_due: set[int] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
         self.closing = False
         self._offload = offload
         # Bumped by every change this hub makes to the queue; cached views are keyed by it.
@@ -104,9 +110,40 @@ class JobQueue:
         self._work = asyncio.Event()
 
     def notify_user(self, user_id: int) -> None:
-        """Tell the user's sockets their queue changed (they answer with a `status`)."""
+        """Send the user's sockets a `status` with their queue size, computed once for all of
+        them and once per burst of changes (a batch submit, a reap): STATUS_DELAY after the
+        first change, so thousands of sockets never mean thousands of counts. Safe from any
+        thread."""
         self._changes += 1
-        self.bus.publish(user_id, {"type": "queue_changed"})
+        on_loop(self._loop, self._schedule_status, user_id)
+
+    def _schedule_status(self, user_id: int) -> None:
+        if self._loop is None or user_id in self._status_due \
+                or not self.bus.subscribers(user_id):
+            return
+        self._status_due.add(user_id)
+        self._loop.call_later(STATUS_DELAY, self._send_status, user_id)
+
+    def _send_status(self, user_id: int) -> None:
+        self._status_due.discard(user_id)
+        if self.bus.subscribers(user_id):
+            task = asyncio.ensure_future(self._publish_status(user_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _publish_status(self, user_id: int) -> None:
+        try:
+            remaining = await self._offload(self.remaining, user_id)
+        except Exception:  # a busy database: the next change sends a fresh status
+            log.warning("queue status for user %s not sent", user_id, exc_info=True)
+            return
+        self.bus.publish(user_id, {"type": "status", "client_id": "", "data": {
+            "status": {"exec_info": {"queue_remaining": remaining}}}})
+
+    def remaining(self, user_id: int) -> int:
+        """The user's jobs not finished yet."""
+        with transaction(self.factory) as s:
+            return store.count_unfinished(s, user_id)
 
     def worker_signal(self, worker_id: str) -> asyncio.Event:
         """Set when this worker's commands change (cancel, drain) or the hub stops."""

@@ -104,6 +104,12 @@ def count_queued(s: Session, user_id: int | None = None) -> int:
     return s.scalar(stmt) or 0
 
 
+def count_unfinished(s: Session, user_id: int) -> int:
+    """The user's jobs not finished yet (what ComfyUI shows as 'queue_remaining')."""
+    return s.scalar(select(func.count()).select_from(Job).where(
+        Job.user_id == user_id, Job.state.in_([str(x) for x in (JobState.QUEUED, *HELD)]))) or 0
+
+
 def counts_by_state(s: Session) -> dict[str, int]:
     rows = s.execute(select(Job.state, func.count()).group_by(Job.state))
     counts = dict.fromkeys((str(st) for st in JobState), 0)

@@ -273,7 +273,8 @@ def test_other_users_prompts_never_reach_my_socket(ws_hub) -> None:
     other = TestClient(harness.app, base_url="http://testserver")
     login(other, harness, "user003")
     login(client, harness, "user002")
-    with other.websocket_connect("/u/user003/ws") as ws3:
+    # `other` in a `with`: its event loop must outlive the request that changes the queue.
+    with other, other.websocket_connect("/u/user003/ws") as ws3:
         sid3 = ws3.receive_json()["data"]["sid"]
         pid2 = post_prompt(client, "user002", client_id=sid3).json()["prompt_id"]
         with transaction(harness.ctx.factory) as s:
@@ -285,5 +286,4 @@ def test_other_users_prompts_never_reach_my_socket(ws_hub) -> None:
         first = ws3.receive_json()
         assert first == {"type": "status",
                          "data": {"status": {"exec_info": {"queue_remaining": 1}}}}
-    assert [j["id"] for j in other.get("/u/user003/api/jobs").json()["jobs"]] != [pid2]
-    other.close()
+        assert [j["id"] for j in other.get("/u/user003/api/jobs").json()["jobs"]] != [pid2]

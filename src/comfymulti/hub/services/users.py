@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from comfymulti.errors import Conflict, InvalidInput, NotFound
+from comfymulti.hub.services import sessions
 from comfymulti.hub.services.auth import (
     USER_TOKEN_PREFIX,
     generate_password,
@@ -103,18 +104,26 @@ def remove_user(s: Session, data_dir: Path, name: str, delete_files: bool = Fals
     user = get_user(s, name)
     store.delete_user_jobs(s, user.id)  # a worker running one finds its lease lost
     s.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
+    sessions.end_all(s, user.id)
     s.delete(user)
     if delete_files:
         remove_user_dirs(data_dir, name)
 
 
 def set_disabled(s: Session, name: str, disabled: bool) -> None:
-    get_user(s, name).disabled = disabled
+    """Disabling also ends every session; the hub closes the user's sockets within seconds."""
+    user = get_user(s, name)
+    user.disabled = disabled
+    if disabled:
+        sessions.end_all(s, user.id)
 
 
 def reset_password(s: Session, name: str, password: str | None = None) -> str:
+    """A new password ends every session of the account."""
     password = password or generate_password()
-    get_user(s, name).password_hash = hash_password(password)
+    user = get_user(s, name)
+    user.password_hash = hash_password(password)
+    sessions.end_all(s, user.id)
     return password
 
 

@@ -8,22 +8,23 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
-import anyio
 from fastapi import Depends, Request
-from sqlalchemy import Select, select
+from sqlalchemy import ColumnElement, Select, literal, select, union_all, update
 from sqlalchemy.orm import Session
 from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection
 
-from comfymulti.db import transaction
 from comfymulti.errors import Forbidden, NotFound, Unauthorized
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.services import workers
-from comfymulti.hub.services.auth import USER_TOKEN_PREFIX, token_hash, verify_password
-from comfymulti.hub.web import sessions
-from comfymulti.models import ApiToken, Job, User, Worker, WorkerToken
+from comfymulti.hub.services import sessions, workers
+from comfymulti.hub.services.auth import USER_TOKEN_PREFIX, needs_rehash, token_hash
+from comfymulti.hub.web import sessions as web_sessions
+from comfymulti.models import ApiToken, Job, LoginSession, User, Worker, WorkerToken
 from comfymulti.protocol import WORKER_ID_HEADER
 from comfymulti.queue.jobs import Role
 
@@ -38,61 +39,114 @@ def _active(user: User | None) -> User:
     return user
 
 
-async def authenticate(hub: HubContext, headers: Headers, cookies: dict[str, str],
-                       address: str) -> User:
-    """The user behind a Bearer API token, HTTP Basic credentials or a session cookie.
-    Shared by HTTP routes and WebSockets so both follow one rule."""
+@dataclass(frozen=True)
+class Credential:
+    """What a request or socket authenticated with, kept so an open socket can be re-checked:
+    a session or API token (by its stored hash), or a password (by the user's hash then)."""
+
+    kind: Literal["session", "token", "password"]
+    key: str
+
+
+def _live_token(hashes: Collection[str]) -> list[ColumnElement[bool]]:
+    return [ApiToken.token_hash.in_(hashes), ApiToken.revoked_at.is_(None)]
+
+
+async def identify(hub: HubContext, headers: Headers, cookies: dict[str, str],
+                   address: str) -> tuple[User, Credential]:
+    """The user behind a Bearer API token, HTTP Basic credentials or a session cookie, and
+    the credential used. Shared by HTTP routes and WebSockets so both follow one rule."""
     scheme, _, value = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.startswith(USER_TOKEN_PREFIX):
-        with transaction(hub.factory) as s:
-            user = s.scalar(select(User).join(ApiToken).where(
-                ApiToken.token_hash == token_hash(value), ApiToken.revoked_at.is_(None)))
-        return _active(user)
+        digest = token_hash(value)
+        user = await hub.tx(lambda s: s.scalar(
+            select(User).join(ApiToken).where(*_live_token([digest]))))
+        return _active(user), Credential("token", digest)
     if scheme.lower() == "basic":
         try:
             name, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthorized("malformed Basic credentials") from None
-        return await check_password(hub, name, password, address)
-    if cookie := cookies.get(sessions.COOKIE):
-        found = sessions.read(hub.secret, cookie)
-        if found is not None:
-            with transaction(hub.factory) as s:
-                user = s.scalar(select(User).where(User.name == found[0]))
-            if user is not None and sessions.valid_for(user, found[1]):
-                return _active(user)
-        raise Unauthorized("your session has ended; log in again")
+        user = await check_password(hub, name, password, address)
+        return user, Credential("password", user.password_hash)
+    if cookie := cookies.get(web_sessions.COOKIE):
+        user = await hub.tx(lambda s: sessions.user_of(s, cookie))
+        if user is None or user.disabled:
+            raise Unauthorized("your session has ended; log in again")
+        return user, Credential("session", token_hash(cookie))
     raise Unauthorized("log in, or send a Bearer API token or Basic credentials")
 
 
+async def authenticate(hub: HubContext, headers: Headers, cookies: dict[str, str],
+                       address: str) -> User:
+    return (await identify(hub, headers, cookies, address))[0]
+
+
+def still_valid(s: Session, credentials: Collection[Credential]) -> set[Credential]:
+    """Those of `credentials` that would still authenticate, in one query: the hub re-checks
+    every open socket with it, so changes made by the CLI (another process) reach them."""
+    keys = {kind: [c.key for c in credentials if c.kind == kind]
+            for kind in ("session", "token", "password")}
+    active = User.disabled.is_(False)
+    query = union_all(
+        select(literal("session"), LoginSession.token_hash).join(User)
+        .where(*sessions.live(keys["session"]), active),
+        select(literal("token"), ApiToken.token_hash).join(User)
+        .where(*_live_token(keys["token"]), active),
+        select(literal("password"), User.password_hash)
+        .where(User.password_hash.in_(keys["password"]), active))
+    valid = {(kind, key) for kind, key in s.execute(query)}
+    return {c for c in credentials if (c.kind, c.key) in valid}
+
+
 async def check_password(hub: HubContext, name: str, password: str, address: str) -> User:
-    """Verify a password (argon2, off the event loop), with failed-login limiting."""
+    """Verify a password with failed-login limiting. An unknown name is checked against a
+    dummy hash (same cost as a wrong password); a hash made with older parameters is
+    replaced by one with today's."""
     hub.login_limiter.check(address, name)
-    with transaction(hub.factory) as s:
-        user = s.scalar(select(User).where(User.name == name))
-    ok = user is not None and await anyio.to_thread.run_sync(
-        verify_password, user.password_hash, password)
+    user = await hub.tx(lambda s: s.scalar(select(User).where(User.name == name)))
+    ok = await hub.password_checks.verify(user.password_hash if user else None, password)
     if not ok or user is None or user.disabled:
         hub.login_limiter.failed(address, name)
         raise Unauthorized("unknown user, wrong credentials, or account disabled")
     hub.login_limiter.succeeded(address, name)
+    if needs_rehash(user.password_hash):
+        fresh = await hub.password_checks.hash(password)
+        old = user.password_hash
+        await hub.tx(lambda s: s.execute(update(User).where(
+            User.id == user.id, User.password_hash == old).values(password_hash=fresh)))
+        user.password_hash = fresh
     return user
 
 
 def client_address(conn: HTTPConnection) -> str:
-    return conn.client.host if conn.client else "unknown"
+    """The socket peer; behind a proxy listed in hub.trusted_proxies, the right-most address
+    of X-Forwarded-For that is not such a proxy (anything left of it the client can forge)."""
+    peer = conn.client.host if conn.client else "unknown"
+    hub: HubContext = conn.app.state.hub
+    trusted = set(hub.settings.hub.trusted_proxies)
+    if peer not in trusted:
+        return peer
+    for hop in reversed(conn.headers.get("x-forwarded-for", "").split(",")):
+        if (hop := hop.strip()) and hop not in trusted:
+            return hop
+    return peer
 
 
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
-async def user_of(conn: HTTPConnection, hub: HubContext) -> User:
-    """Who is behind this request or socket upgrade, under the one CSRF rule: every
-    state-changing request and every socket must come from our own pages when it comes from
-    a browser, whatever credentials it carries (cookie, cached Basic, anything)."""
+async def identity_of(conn: HTTPConnection, hub: HubContext) -> tuple[User, Credential]:
+    """Who is behind this request or socket upgrade, and with what, under the one CSRF rule:
+    every state-changing request and every socket must come from our own pages when it comes
+    from a browser, whatever credentials it carries (cookie, cached Basic, anything)."""
     if conn.scope["type"] == "websocket" or conn.scope.get("method") not in _SAFE_METHODS:
         check_same_origin(conn)
-    return await authenticate(hub, conn.headers, conn.cookies, client_address(conn))
+    return await identify(hub, conn.headers, conn.cookies, client_address(conn))
+
+
+async def user_of(conn: HTTPConnection, hub: HubContext) -> User:
+    return (await identity_of(conn, hub))[0]
 
 
 async def current_user(request: Request, hub: HubContext = Depends(get_hub)) -> User:

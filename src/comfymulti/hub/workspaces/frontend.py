@@ -14,8 +14,11 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 
 from comfymulti.errors import NotFound, Unauthorized
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.web import sessions
+from comfymulti.hub.services import sessions
+from comfymulti.hub.services.auth import token_hash
+from comfymulti.hub.web import sessions as web_sessions
 from comfymulti.hub.web.access import (
+    Credential,
     authenticate,
     check_password,
     client_address,
@@ -98,18 +101,21 @@ async def login(request: Request, username: str = Form(""), password: str = Form
         return _login_page(exc.message, username, next, status=429)
     except Unauthorized:
         return _login_page("Wrong user name or password.", username, next, status=401)
+    cookie = await hub.tx(lambda s: sessions.start(s, user))
     response = RedirectResponse(_safe_next(next, user.name), status_code=303)
-    response.set_cookie(
-        sessions.COOKIE, sessions.issue(hub.secret, user), max_age=sessions.MAX_AGE,
-        httponly=True, samesite="lax", secure=hub.settings.public_url.startswith("https:"),
-        path="/")
+    web_sessions.set_cookie(response, cookie, hub.settings.public_url.startswith("https:"))
     return response
 
 
 @router.api_route("/logout", methods=["GET", "POST"], include_in_schema=False)
-async def logout() -> Response:
+async def logout(request: Request, hub: HubContext = Depends(get_hub)) -> Response:
+    """Ends the session on the server too, and closes the sockets opened with it."""
+    if cookie := request.cookies.get(web_sessions.COOKIE):
+        await hub.tx(lambda s: sessions.end(s, cookie))
+        await request.app.state.sockets.close_credential(
+            Credential("session", token_hash(cookie)))
     response = RedirectResponse("/", status_code=303)
-    response.delete_cookie(sessions.COOKIE, path="/")
+    web_sessions.clear_cookie(response)
     return response
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 
 from comfymulti.catalog.prompt import SUBMISSION_SCHEMA, Submission, parse_submission
 from comfymulti.catalog.prompt import workflow_id as workflow_id_of
@@ -84,22 +84,10 @@ def _has_input(hub: HubContext, me: User, name: str) -> bool:
         return False
 
 
-def _remaining(hub: HubContext, me: User) -> int:
-    states = [str(s) for s in (JobState.QUEUED, *HELD)]
-    with transaction(hub.factory) as s:
-        return s.scalar(select(func.count()).select_from(
-            workspace_jobs(me).where(Job.state.in_(states)).subquery())) or 0
-
-
-def queue_remaining(hub: HubContext, me: User) -> int:
-    """This user's jobs not finished yet (what the UI shows as 'queue size')."""
-    return _remaining(hub, me)
-
-
 @router.get("/api/prompt")
 def get_prompt(me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
                      ) -> dict[str, Any]:
-    return {"exec_info": {"queue_remaining": queue_remaining(hub, me)}}
+    return {"exec_info": {"queue_remaining": hub.queue.remaining(me.id)}}
 
 
 @router.get("/api/queue")

@@ -26,9 +26,9 @@ from comfymulti.db import transaction
 from comfymulti.errors import ComfyMultiError
 from comfymulti.events import Message
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.web.access import own_workspace, user_of
+from comfymulti.hub.web.access import identity_of, own_workspace
 from comfymulti.hub.workspaces.env_api import features
-from comfymulti.hub.workspaces.run_api import queue_remaining
+from comfymulti.hub.workspaces.sockets import SocketLimit, Sockets
 from comfymulti.models import Job, JobEvent, User
 from comfymulti.queue.jobs import JobState
 
@@ -36,27 +36,6 @@ router = APIRouter()
 
 _SID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REPLAY = ("execution_start", "execution_cached", "executed", "progress_state", "executing")
-
-
-class Sockets:
-    """Open sockets by (user id, sid): a reconnect with the same id replaces the old one."""
-
-    def __init__(self) -> None:
-        self._open: dict[tuple[int, str], WebSocket] = {}
-
-    async def register(self, user_id: int, sid: str, ws: WebSocket) -> None:
-        old = self._open.get((user_id, sid))
-        self._open[(user_id, sid)] = ws
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.close(code=4000, reason="replaced by a newer connection")
-
-    def unregister(self, user_id: int, sid: str, ws: WebSocket) -> None:
-        if self._open.get((user_id, sid)) is ws:
-            del self._open[(user_id, sid)]
-
-    def is_current(self, user_id: int, sid: str, ws: WebSocket) -> bool:
-        return self._open.get((user_id, sid)) is ws
 
 
 def _joined(parts: dict[str, list[bytes]], msg: Message) -> bytes | None:
@@ -83,21 +62,29 @@ def _as_legacy_preview(frame: bytes) -> bytes:
 @router.websocket("/u/{user}/ws")
 async def workspace_socket(websocket: WebSocket, user: str) -> None:
     hub: HubContext = websocket.app.state.hub
-    try:
-        me = own_workspace(await user_of(websocket, hub), user)
-    except ComfyMultiError:
-        await websocket.close(code=1008)
-        return
-    await websocket.accept()
+    sockets: Sockets = websocket.app.state.sockets
     requested = websocket.query_params.get("clientId", "")
     sid = requested if _SID.match(requested) else uuid.uuid4().hex
-    sockets: Sockets = websocket.app.state.sockets
-    await sockets.register(me.id, sid, websocket)
+    try:
+        if sockets.full():
+            raise SocketLimit()
+        found, credential = await identity_of(websocket, hub)
+        me = own_workspace(found, user)
+        replaced = sockets.admit(me.id, sid, websocket, credential)
+    except (ComfyMultiError, SocketLimit):
+        # Refused before the upgrade (HTTP 403): the frontend retries after 300 ms and polls
+        # /api/prompt meanwhile, so a refused tab still shows its queue.
+        await websocket.close(code=1008)
+        return
     client_flags: dict[str, Any] = {}
     parts: dict[str, list[bytes]] = {}
     try:
+        await websocket.accept()
+        if replaced is not None:
+            with contextlib.suppress(Exception):
+                await replaced.close(code=4000, reason="replaced by a newer connection")
         with hub.bus.subscribe(me.id) as sub:
-            remaining = await hub.run(queue_remaining, hub, me)
+            remaining = await hub.run(hub.queue.remaining, me.id)
             await websocket.send_json({"type": "status", "data": {
                 "status": {"exec_info": {"queue_remaining": remaining}}, "sid": sid}})
             await _replay(websocket, hub, me, sid)
@@ -112,8 +99,7 @@ async def workspace_socket(websocket: WebSocket, user: str) -> None:
                         break
                     if sub.overflowed:
                         break  # too far behind: the client reconnects and re-reads state
-                    await _deliver(websocket, hub, me, sid, getter.result(), client_flags,
-                                   parts)
+                    await _deliver(websocket, sid, getter.result(), client_flags, parts)
             finally:
                 reader.cancel()
     except (WebSocketDisconnect, RuntimeError):
@@ -141,13 +127,8 @@ async def _read(websocket: WebSocket, hub: HubContext, client_flags: dict[str, A
                     await websocket.send_json({"type": "feature_flags", "data": features(hub)})
 
 
-async def _deliver(websocket: WebSocket, hub: HubContext, me: User, sid: str, msg: Message,
-                   client_flags: dict[str, Any], parts: dict[str, list[bytes]]) -> None:
-    if msg["type"] == "queue_changed":
-        remaining = await hub.run(queue_remaining, hub, me)
-        await websocket.send_json({"type": "status", "data": {
-            "status": {"exec_info": {"queue_remaining": remaining}}}})
-        return
+async def _deliver(websocket: WebSocket, sid: str, msg: Message, client_flags: dict[str, Any],
+                   parts: dict[str, list[bytes]]) -> None:
     if msg.get("client_id") not in (sid, ""):
         return
     if msg["type"] == "binary":

@@ -1,0 +1,55 @@
+"""Server-side login sessions. The cookie holds a random id and the table only its SHA-256,
+so ending a session (logout, disable, password reset, removal) takes effect at once."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Collection
+
+from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.orm import Session
+
+from comfymulti.hub.services.auth import token_hash
+from comfymulti.models import LoginSession, User
+
+MAX_AGE = 7 * 24 * 3600
+# last_used_at is informational: written at most this often, not on every request.
+_TOUCH_EVERY = 60.0
+
+
+def live(hashes: Collection[str]) -> list[ColumnElement[bool]]:
+    """The one rule for a session that still counts (the caller also checks the user)."""
+    return [LoginSession.token_hash.in_(hashes), LoginSession.expires_at > time.time()]
+
+
+def start(s: Session, user: User) -> str:
+    """A new session for `user`; returns the cookie value (shown once, never stored)."""
+    now = time.time()
+    s.execute(delete(LoginSession).where(LoginSession.expires_at <= now))
+    value = secrets.token_urlsafe(32)
+    s.add(LoginSession(user_id=user.id, token_hash=token_hash(value), created_at=now,
+                       last_used_at=now, expires_at=now + MAX_AGE))
+    return value
+
+
+def user_of(s: Session, cookie: str) -> User | None:
+    """The user of a live session, or None."""
+    row = s.execute(select(LoginSession, User).join(User)
+                    .where(*live([token_hash(cookie)]))).first()
+    if row is None:
+        return None
+    session, user = row
+    now = time.time()
+    if session.last_used_at < now - _TOUCH_EVERY:
+        session.last_used_at = now
+    return user
+
+
+def end(s: Session, cookie: str) -> None:
+    s.execute(delete(LoginSession).where(LoginSession.token_hash == token_hash(cookie)))
+
+
+def end_all(s: Session, user_id: int) -> None:
+    """Every session of the user: after disable, password reset or removal."""
+    s.execute(delete(LoginSession).where(LoginSession.user_id == user_id))

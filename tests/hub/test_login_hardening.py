@@ -1,0 +1,136 @@
+"""Logins under attack and under load: equal cost for unknown names, a limiter that neither
+trusts forged headers nor lets one shared address lock others out, bounded argon2 work."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from argon2 import PasswordHasher
+from sqlalchemy import select
+from starlette.testclient import TestClient
+
+from comfymulti.db import transaction
+from comfymulti.hub.services import auth
+from comfymulti.hub.web.ratelimit import RateLimiter, TooManyAttempts
+from comfymulti.models import User
+
+
+def _login(client: TestClient, name: str, password: str, **headers: str) -> int:
+    return client.post("/login", data={"username": name, "password": password},
+                       headers=headers, follow_redirects=False).status_code
+
+
+class _SpyHasher:
+    def __init__(self, real: PasswordHasher) -> None:
+        self.real = real
+        self.verified: list[str] = []
+
+    def verify(self, password_hash: str, password: str) -> bool:
+        self.verified.append(password_hash)
+        return self.real.verify(password_hash, password)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_unknown_user_costs_an_argon2_check_like_a_wrong_password(hub, monkeypatch) -> None:
+    harness, client = hub
+    harness.user("user002")
+    spy = _SpyHasher(auth._hasher)
+    monkeypatch.setattr(auth, "_hasher", spy)
+    assert _login(client, "nobody", "guess") == 401
+    assert _login(client, "user002", "guess") == 401
+    assert len(spy.verified) == 2 and spy.verified[0] != spy.verified[1]
+
+
+def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(make_hub, tmp_path) -> None:
+    harness = make_hub()
+    harness.user("user002")
+    with TestClient(harness.app) as client:
+        for i in range(10):
+            assert _login(client, "user002", "x", **{"X-Forwarded-For": f"10.0.0.{i}"}) == 401
+        assert _login(client, "user002", harness.passwords["user002"],
+                      **{"X-Forwarded-For": "10.9.9.9"}) == 429
+    trusting = make_hub(data_dir=str(tmp_path / "trusting"),
+                        hub={"trusted_proxies": ["testclient"]})
+    trusting.user("user002")
+    with TestClient(trusting.app) as client:
+        for _ in range(10):
+            assert _login(client, "user002", "x", **{"X-Forwarded-For": "10.0.0.1"}) == 401
+        assert _login(client, "user002", harness.passwords["user002"],
+                      **{"X-Forwarded-For": "10.0.0.1"}) == 429
+        # A forged entry in front does not help: the proxy's own (right-most) one counts.
+        assert _login(client, "user002", trusting.passwords["user002"],
+                      **{"X-Forwarded-For": "10.0.0.7, 10.0.0.1"}) == 429
+        assert _login(client, "user002", trusting.passwords["user002"],
+                      **{"X-Forwarded-For": "10.0.0.2"}) == 303
+
+
+def test_failures_from_one_address_never_block_a_right_password_from_another() -> None:
+    limiter = RateLimiter(max_failures=10, max_account_failures=30)
+    for _ in range(10):
+        limiter.failed("room-nat", "user002")
+    for i in range(30):  # and the account is under attack from many addresses
+        limiter.failed(f"10.0.0.{i}", "user002")
+    for blocked in ("room-nat", "10.0.0.1"):
+        try:
+            limiter.check(blocked, "user002")
+        except TooManyAttempts:
+            continue
+        raise AssertionError(f"{blocked} was not blocked")
+    limiter.check("home", "user002")  # a fresh address is heard
+    limiter.check("room-nat", "user003")  # other accounts are not affected
+
+
+def test_a_full_limiter_forgets_the_oldest_entries_not_all() -> None:
+    limiter = RateLimiter(max_failures=2, max_entries=3)
+    for name in ("a", "b", "c", "d"):
+        limiter.failed("x", name)
+        limiter.failed("x", name)
+    for name in ("b", "c", "d"):
+        try:
+            limiter.check("x", name)
+        except TooManyAttempts:
+            continue
+        raise AssertionError(f"{name} was forgotten")
+    limiter.check("x", "a")  # the oldest went
+
+
+def test_old_parameter_hashes_are_replaced_at_the_next_login(hub) -> None:
+    harness, client = hub
+    harness.user("user002")
+    old = PasswordHasher(time_cost=3, memory_cost=65536, parallelism=4)
+    with transaction(harness.ctx.factory) as s:
+        s.scalar(select(User).where(User.name == "user002")).password_hash = old.hash("pw-1")
+    assert _login(client, "user002", "pw-1") == 303
+    with transaction(harness.ctx.factory) as s:
+        stored = s.scalar(select(User.password_hash).where(User.name == "user002"))
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$") and not auth.needs_rehash(stored)
+    assert _login(client, "user002", "pw-1") == 303
+
+
+def test_password_checks_run_at_most_limit_at_once(monkeypatch) -> None:
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow_verify(password_hash: str | None, password: str) -> bool:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return True
+
+    monkeypatch.setattr(auth, "verify_password", slow_verify)
+
+    async def rush() -> list[bool]:
+        checks = auth.PasswordChecks(2)
+        return await asyncio.gather(*(checks.verify("h", "pw") for _ in range(8)))
+
+    assert asyncio.run(rush()) == [True] * 8
+    assert most == 2
