@@ -14,7 +14,8 @@ This script is every participant's browser, all in one asyncio loop:
   submits 1-2 within the first 0.2 s. Each socket notes when `executing {node: null}` arrives
   for its prompts; the fakes record when each job really ended (CLOCK_MONOTONIC is one clock
   for every process), which gives the done-notification latency, the drain time and the order
-  of completion (fairness: heavy users' share of the first N completed jobs, N = participants).
+  of completion (fairness: heavy users' share of the first N completed jobs, N = participants
+  who submitted).
 
 Hub CPU and RSS are read from /proc every 0.5 s. Baseline side by side: an outside tester's
 measurement of the same scenario at 300 participants, 1,000 prompts, 20 workers, 0.5 s jobs.
@@ -98,6 +99,7 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     capped: int = 0  # 429 answers to a submit: the per-user cap, expected for heavy users
     last_accepted: float = 0.0  # monotonic time of the last accepted prompt
+    unsent: int = 0  # prompts of participants whose workspace never opened (already an error)
 
 
 class Browser:
@@ -347,6 +349,7 @@ async def drive(args: argparse.Namespace, url: str, accounts: list[tuple[str, st
                 tasks.append(asyncio.create_task(b.listen()))
                 tasks.append(asyncio.create_task(b.poll()))
                 return
+        await b.close()
 
     try:
         await asyncio.gather(*(arrive(b) for b in browsers))
@@ -360,6 +363,9 @@ async def drive(args: argparse.Namespace, url: str, accounts: list[tuple[str, st
 
         async def burst(b: Browser, count: int) -> None:
             mine = [next(numbers) for _ in range(count)]
+            if b.ws is None or b.closing:  # no workspace, no Queue button
+                stats.unsent += count
+                return
             if b.name not in heavy:
                 await asyncio.sleep(random.uniform(0, 0.2))
             await b.submit(mine, give_up)
@@ -407,9 +413,10 @@ def report(run: Run) -> None:
     done.sort()
     drain = done[-1][0] - run.t_burst if done else float("nan")
     ideal = len(owner) * args.job_seconds / args.workers
-    first = [pid for _, pid in done[:len(run.browsers)]]
+    active = {b.name for b in run.browsers if b.accepted}  # round-robin shares among these
+    fair_share = len(run.heavy & active) / max(1, len(active))
+    first = [pid for _, pid in done[:len(active)]]
     heavy_share = sum(owner[p].name in run.heavy for p in first) / max(1, len(first))
-    fair_share = len(run.heavy) / len(run.browsers)
     submitted_share = sum(len(b.accepted) for b in run.browsers if b.name in run.heavy) / max(
         1, len(owner))
     hub_cpu = rates(run.samples, lambda s: s.hub_cpu)
@@ -455,6 +462,7 @@ def report(run: Run) -> None:
             jl2_99 / 2250),
         row("submit p50 / p99, ms", sub, "", None, "- / 10000-24000", sub99 / 17000),
         row("submits refused by the cap (429)", str(stats.capped), "", None, ""),
+        row("prompts not sent (no workspace)", str(stats.unsent), "", None, ""),
         row("done notification p50 / p99, ms",
             f"{1000 * _common.pct(notify, 50):.0f} / {n99:.0f}", "p99 < 500", n99 < 500,
             "- / 5000-7500", n99 / 6250),
@@ -474,9 +482,10 @@ def report(run: Run) -> None:
         row("workers + fakes CPU avg, %", f"{_common.mean(rest_cpu):.0f}", "", None, ""),
     ]
     print(_common.table(["metric", "measured", "target", "check", "tester", "x tester"], rows))
-    print(f"\n{len(run.browsers)} participants ({len(run.heavy)} heavy: "
-          f"{100 * submitted_share:.0f} % of the accepted prompts, {100 * fair_share:.0f} % of "
-          f"the participants), {len(owner)} prompts accepted, {args.workers} workers "
+    print(f"\n{len(run.browsers)} participants, {len(active)} submitting ({len(run.heavy)} "
+          f"heavy: {100 * submitted_share:.0f} % of the accepted prompts, "
+          f"{100 * fair_share:.0f} % of those submitting), {len(owner)} prompts accepted, "
+          f"{args.workers} workers "
           f"(`comfymulti worker` processes), {args.job_seconds} s jobs, policy {args.policy}; "
           f"measured {run.t_end - run.t_start:.0f} s. Tester: 300 participants, 1,000 prompts, "
           f"20 workers, 0.5 s jobs, 2 cores (x tester uses the middle of a range).")
