@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -11,6 +12,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(RSS MiB, CPU seconds used so far) of a process, from /proc."""
+    rss = next(int(line.split()[1]) / 1024
+               for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("VmRSS:"))
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss, cpu
 
 
 def pct(values: list[float], p: float) -> float:
@@ -65,7 +76,11 @@ class HubSite:
     def close(self) -> None:
         for proc in reversed(self.processes):
             proc.terminate()
-            proc.wait(15)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:  # never leave a process behind
+                proc.kill()
+                proc.wait()
 
     def __enter__(self) -> HubSite:
         return self

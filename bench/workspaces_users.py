@@ -13,11 +13,9 @@ import argparse
 import asyncio
 import gzip
 import json
-import os
 import random
 import tempfile
 import time
-from pathlib import Path
 
 import _common
 import httpx
@@ -35,16 +33,6 @@ PROMPT = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64
                                                         "batch_size": 1, "color": 0}},
           "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0],
                                                        "filename_prefix": "bench"}}}
-
-
-def proc_stats(pid: int) -> tuple[float, float]:
-    """(RSS MiB, CPU seconds used so far)."""
-    rss = next(int(line.split()[1]) / 1024
-               for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-               if line.startswith("VmRSS:"))
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return rss, cpu
 
 
 async def participant(url: str, name: str, password: str, until: float) -> int:
@@ -109,11 +97,11 @@ def main() -> None:
 
         asyncio.run(register())
         time.sleep(1)
-        idle_rss, cpu0 = proc_stats(hub.pid)
+        idle_rss, cpu0 = _common.proc_stats(hub.pid)
         t0 = time.monotonic()
         requests = asyncio.run(run(url, passwords, args.seconds))
         wall = time.monotonic() - t0
-        rss, cpu1 = proc_stats(hub.pid)
+        rss, cpu1 = _common.proc_stats(hub.pid)
     cpu_pct = (cpu1 - cpu0) / wall * 100
     baseline = args.users * COMFYUI_IDLE_MIB
     rows = [
