@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -15,6 +16,8 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,6 +67,18 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
             raise Unavailable("the database is busy; try again in a few seconds",
                               retry_after=RETRY_AFTER_SECONDS) from None
         raise
+
+
+def insert_new(s: Session, model: type[Any], **values: Any) -> None:
+    """INSERT a row unless one with the same key exists already (no error either way)."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "sqlite":
+        stmt = sqlite_insert(model).values(**values).on_conflict_do_nothing()
+    elif dialect == "postgresql":
+        stmt = postgresql_insert(model).values(**values).on_conflict_do_nothing()
+    else:
+        raise ConfigError(f"database {dialect!r} is not supported; use SQLite or PostgreSQL")
+    s.execute(stmt)
 
 
 def _busy(exc: OperationalError) -> bool:

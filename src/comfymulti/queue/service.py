@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ class JobQueue:
         self._tasks: set[asyncio.Future[None]] = set()
         self.closing = False
         self._offload = offload
+        self._dispatch = threading.Lock()
         # Bumped by every change this hub makes to the queue; cached views are keyed by it.
         self._changes = 0
         self._view: tuple[int, float, list[scheduler.Candidate],
@@ -283,6 +285,12 @@ class JobQueue:
     # --- workers ---------------------------------------------------------------------------
 
     def _try_lease(self, worker_id: str) -> Job | None:
+        """Pick and lease one job, one dispatch at a time: two workers asking at once must
+        not both pick the same job (SQLite takes one writer at a time anyway)."""
+        with self._dispatch:
+            return self._lease_one(worker_id)
+
+    def _lease_one(self, worker_id: str) -> Job | None:
         now = time.time()
         with transaction(self.factory) as s:
             worker = s.get(Worker, worker_id)
@@ -362,8 +370,8 @@ class JobQueue:
         fresh: list[dict[str, Any]] = []
         frames = _frame_parts(events)
         with transaction(self.factory) as s:
-            job = store.held_job(s, job_id, lease_id, worker_id)
-            job.lease_expires_at = now + self.settings.lease_seconds
+            store.held_job(s, job_id, lease_id, worker_id)
+            job = store.renew(s, job_id, lease_id, now + self.settings.lease_seconds)
             seen = store.seen_seqs(s, job_id, job.attempts, [ev["seq"] for ev in events])
             for ev in sorted(events, key=lambda e: e["seq"]):
                 if ev["seq"] in seen:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from comfymulti.db import insert_new
 from comfymulti.errors import Conflict, InvalidInput, LeaseLost, NotFound
 from comfymulti.models import HubState, Job, JobEvent, Output, User
 from comfymulti.queue.jobs import (
@@ -164,11 +165,9 @@ def get_state(s: Session, key: str) -> str | None:
 
 
 def set_state(s: Session, key: str, value: str) -> None:
-    row = s.get(HubState, key)
-    if row:
-        row.value = value
-    else:
-        s.add(HubState(key=key, value=value))
+    """Upsert: two threads setting a fact the first time must not collide."""
+    insert_new(s, HubState, key=key, value=value)
+    s.execute(update(HubState).where(HubState.key == key).values(value=value))
 
 
 # --- leases ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from comfymulti.catalog.codec import catalog_hash, pack
+from comfymulti.db import insert_new
 from comfymulti.errors import InvalidInput, NotFound, QuotaExceeded, Unauthorized
 from comfymulti.hub.services.auth import WORKER_TOKEN_PREFIX, new_token, token_hash
 from comfymulti.models import Catalog, Worker, WorkerToken
@@ -80,8 +81,8 @@ def store_catalog(s: Session, worker: Worker, expected_hash: str, catalog: dict[
     actual = catalog_hash(catalog)
     if actual != expected_hash:
         raise InvalidInput(f"catalog hash mismatch: body hashes to {actual}")
-    if s.get(Catalog, actual) is None:
-        s.add(Catalog(hash=actual, data=pack(catalog), created_at=time.time()))
+    if s.get(Catalog, actual) is None:  # two workers with one catalog may race here: fine
+        insert_new(s, Catalog, hash=actual, data=pack(catalog), created_at=time.time())
     worker.catalog_hash = actual
 
 
