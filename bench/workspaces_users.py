@@ -22,7 +22,7 @@ import httpx
 import websockets
 
 from comfymulti.worker.hub_client import HubClient
-from tests.conftest import SHARED
+from tests import testdata
 
 COMFYUI_IDLE_MIB = 950  # one real ComfyUI 0.33.0 on CPU, idle (reference measurement)
 STARTUP = ["api/features", "api/users", "api/system_stats", "api/settings",
@@ -86,8 +86,7 @@ def main() -> None:
         token = site.cli("workers", "token")
         hub = site.start()
         url = site.url
-        info = json.loads(gzip.decompress(
-            (SHARED / "data/comfyui/object_info-0.33.0.json.gz").read_bytes()))
+        info = json.loads(gzip.decompress(testdata.CATALOG.read_bytes()))
         catalog = {"object_info": info, "models": {}}
 
         async def register() -> None:

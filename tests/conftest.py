@@ -6,7 +6,6 @@ Each test builds its own hub on its own SQLite file; nothing mutable is shared.
 from __future__ import annotations
 
 import base64
-import os
 import socket
 import threading
 import time
@@ -26,9 +25,10 @@ from comfymulti.hub.app import create_app
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import users, workers
 from comfymulti.queue.jobs import Role
+from tests import testdata
 
-# The workplace's shared data, beside the repository (or where COMFYMULTI_SHARED points).
-SHARED = Path(os.environ.get("COMFYMULTI_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+# The folder holding data/comfyui/ (tests/, or where COMFYMULTI_SHARED points): tests/testdata.py.
+SHARED = testdata.ROOT
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Node catalog and prompt validation for :mod:`tests.fakes.comfyui`.
 
 The catalog is the real ``object_info`` of ComfyUI 0.33.0 (887 classes), read at run
-time from the shared data folder (never copied into the repo). Two kinds of combo are
+time from ``tests/data/comfyui/`` (or ``$COMFYMULTI_SHARED/data/comfyui/``:
+:mod:`tests.testdata`). Two kinds of combo are
 filled in per request, like the real server does from its folders:
 
 * model combos, from the fake's ``models`` mapping (folder key → file names), using
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-CATALOG_FILE = "object_info-0.33.0.json.gz"
+from tests import testdata
 
 #: (class_type, input name) → model folder key (``GET /models/{folder}``).
 MODEL_INPUTS: dict[tuple[str, str], str] = {
@@ -124,16 +125,8 @@ FILE_INPUTS: dict[str, tuple[str, set[str], str]] = {
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
 
 
-def shared_dir() -> Path:
-    env = os.environ.get("COMFYMULTI_SHARED")
-    if env:
-        return Path(env)
-    # tests/fakes/comfyui_catalog.py → repo → its parent holds shared/
-    return Path(__file__).resolve().parents[2].parent / "shared"
-
-
 def catalog_path() -> Path:
-    return shared_dir() / "data" / "comfyui" / CATALOG_FILE
+    return testdata.CATALOG
 
 
 @functools.lru_cache(maxsize=2)

@@ -23,14 +23,13 @@ import httpx
 import pytest
 import websockets
 
+from tests import testdata
 from tests.fakes import media
 from tests.fakes.comfyui import FakeComfyUI
-from tests.fakes.comfyui_catalog import shared_dir
 from tests.fakes.comfyui_nodes import FImage, websocket_pngs
 
-DATA = shared_dir() / "data" / "comfyui"
-REC = DATA / "recordings"
-WF = DATA / "api-workflows"
+REC = testdata.RECORDINGS
+WF = testdata.API_WORKFLOWS
 SCENARIO = json.loads((REC / "scenario_queue.json").read_text())
 RECORDED = sorted(p.name.removesuffix(".ws.jsonl") for p in REC.glob("*.ws.jsonl"))
 EXTRA = {"extra_pnginfo": {"workflow": {"note": "harness probe"}}}

@@ -13,14 +13,13 @@ from starlette.testclient import TestClient
 from comfymulti.db import transaction
 from comfymulti.hub.services import workers
 from comfymulti.protocol import RegisterRequest
-from tests.conftest import SHARED
+from tests import testdata
 
 MODELS = {"checkpoints": ["ltx-2-19b-distilled.safetensors"], "vae": ["flux2-vae.safetensors"]}
 
 
 def real_catalog() -> dict[str, Any]:
-    path = SHARED / "data/comfyui/object_info-0.33.0.json.gz"
-    info = json.loads(gzip.decompress(path.read_bytes()))
+    info = json.loads(gzip.decompress(testdata.CATALOG.read_bytes()))
     info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = MODELS["checkpoints"]
     return {"object_info": info, "models": MODELS}
 
