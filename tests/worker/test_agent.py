@@ -220,9 +220,9 @@ class CountingHub(HubClient):
         super().__init__(*args, **kwargs)
         self.frames: list[bytes] = []
 
-    async def preview(self, job_id: str, lease_id: str, frame: bytes) -> None:
+    async def preview(self, job_id: str, lease_id: str, frame: bytes, node: str = "") -> None:
         self.frames.append(frame)
-        await super().preview(job_id, lease_id, frame)
+        await super().preview(job_id, lease_id, frame, node)
 
 
 async def test_previews_are_rate_limited_and_progress_relayed(setup, make_comfy) -> None:

@@ -37,7 +37,7 @@ class EventsHub:
         self.batches.append(events)
         return EventsResponse(cancel=self.cancel)
 
-    async def preview(self, job_id: str, lease_id: str, frame: bytes) -> None:
+    async def preview(self, job_id: str, lease_id: str, frame: bytes, node: str = "") -> None:
         if self.fail is not None:
             raise self.fail
         self.previews.append((asyncio.get_running_loop().time(), frame))

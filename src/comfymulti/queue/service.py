@@ -88,6 +88,7 @@ class JobQueue:
         self.closing = False
         self._offload = offload
         self._dispatch = threading.Lock()
+        self._executing: dict[str, str | None] = {}  # job id -> node ComfyUI runs now
         # Bumped by every change this hub makes to the queue; cached views are keyed by it.
         self._changes = 0
         self._view: tuple[int, float, list[scheduler.Candidate],
@@ -357,6 +358,10 @@ class JobQueue:
                     cancel.append(job_id)
         return lost, cancel
 
+    def executing(self, job_id: str) -> str | None:
+        """The node ComfyUI last said it runs for this job (None before the first)."""
+        return self._executing.get(job_id)
+
     def held(self, job_id: str, lease_id: str, worker_id: str | None = None) -> Job:
         with transaction(self.factory) as s:
             return store.held_job(s, job_id, lease_id, worker_id)
@@ -390,8 +395,10 @@ class JobQueue:
                 fresh.append(ev)
             user_id, client_id = job.user_id, job.client_id
         for ev in fresh:
-            if ev["type"] == "executing" and ev["data"].get("node") is None:
-                continue  # sent by complete(), once the hub's history is final
+            if ev["type"] == "executing":
+                if ev["data"].get("node") is None:
+                    continue  # sent by complete(), once the hub's history is final
+                self._executing[job_id] = str(ev["data"]["node"])
             message = {"job_id": job_id, "client_id": client_id, "type": ev["type"],
                        "data": ev["data"]}
             if (frame := frames.get(ev["seq"])) is not None:
@@ -406,6 +413,7 @@ class JobQueue:
             return self._retry(job_id, lease_id, error, now, worker_id)
         if status not in _FINISH:
             raise InvalidInput(f"unknown status {status!r}")
+        self._executing.pop(job_id, None)
         with transaction(self.factory) as s:
             job = store.finish(s, job_id, lease_id, _FINISH[status], now=now,
                                reason=f"worker reported {status}", error=error,
@@ -422,6 +430,7 @@ class JobQueue:
 
     def _retry(self, job_id: str, lease_id: str, error: dict[str, Any] | None,
                now: float, worker_id: str | None) -> Job:
+        self._executing.pop(job_id, None)
         with transaction(self.factory) as s:
             job = store.held_job(s, job_id, lease_id, worker_id)
             self._drop_outputs(s, job)
@@ -442,6 +451,7 @@ class JobQueue:
 
     def release(self, job_id: str, lease_id: str, worker_id: str | None = None) -> Job:
         """Give a job back unstarted (drain, prefetch not needed): no attempt is counted."""
+        self._executing.pop(job_id, None)
         with transaction(self.factory) as s:
             job = store.held_job(s, job_id, lease_id, worker_id)
             self._drop_outputs(s, job)
@@ -467,6 +477,7 @@ class JobQueue:
         ended: list[Job] = []
         with transaction(self.factory) as s:
             for job in store.expired(s, now):
+                self._executing.pop(job.id, None)
                 self._drop_outputs(s, job)
                 if job.cancel_requested:
                     ended.append(store.finish(s, job.id, job.lease_id or "",

@@ -124,8 +124,11 @@ class HubClient:
                                    json={"lease_id": lease_id, "events": events})
         return EventsResponse.model_validate(resp.json())
 
-    async def preview(self, job_id: str, lease_id: str, frame: bytes) -> None:
-        await self._request("POST", f"/jobs/{job_id}/preview", params={"lease_id": lease_id},
+    async def preview(self, job_id: str, lease_id: str, frame: bytes, node: str = "") -> None:
+        """A live frame of `node`; the hub drops it if ComfyUI has moved on to another node
+        by the time it arrives (frames travel apart from the ordered events)."""
+        await self._request("POST", f"/jobs/{job_id}/preview",
+                            params={"lease_id": lease_id, "node": node},
                             content=frame, retry=False)
 
     async def download_input(self, job_id: str, lease_id: str, filename: str,

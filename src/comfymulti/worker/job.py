@@ -324,6 +324,7 @@ class JobRun:
         if kind == "executing":
             node = data.get("node")
             self._node = str(node) if node is not None else None
+            self.previews.moved_on(self._node or "")
         if kind == "execution_start":
             self.flags.started = True
             self._set_phase(Phase.RUNNING)
@@ -347,12 +348,13 @@ class JobRun:
         kind = int.from_bytes(frame[:4], "big")
         if kind in (1, 4):
             node = preview_metadata(frame).get("node_id", self._node)
-            if isinstance(node, str) and node in self._output_nodes:
+            node = node if isinstance(node, str) else ""
+            if node in self._output_nodes:
                 self.relay.add_frame(frame)
             else:
-                self.previews.offer(frame)
+                self.previews.offer(frame, node)
         elif kind == 3:
-            self.previews.send_now(frame)
+            self.previews.send_now(frame, self._node if isinstance(self._node, str) else "")
 
     async def _poll(self, grace_over: bool) -> Outcome | bool | None:
         """Ask ComfyUI how the job stands: an Outcome if over, True if over but the socket

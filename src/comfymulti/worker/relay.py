@@ -35,7 +35,8 @@ class _Hub(Protocol):
     async def events(self, job_id: str, lease_id: str,
                      events: list[dict[str, Any]]) -> EventsResponse: ...
 
-    async def preview(self, job_id: str, lease_id: str, frame: bytes) -> None: ...
+    async def preview(self, job_id: str, lease_id: str, frame: bytes, node: str = "") -> None:
+        ...
 
 
 @dataclass
@@ -160,24 +161,29 @@ class PreviewThrottle:
         self._lease_id = lease_id
         self._interval = 1.0 / fps
         self._on_lost = on_lost
-        self._latest: bytes | None = None
+        self._latest: tuple[bytes, str] | None = None
         self._next_at = 0.0
         self._task: asyncio.Task[None] | None = None
         self._text: set[asyncio.Task[None]] = set()
         self.closed = False
 
-    def offer(self, frame: bytes) -> None:
-        """A preview image: kept if it is the newest when the next send is due."""
+    def offer(self, frame: bytes, node: str = "") -> None:
+        """A preview image of `node`: kept if it is the newest when the next send is due."""
         if self.closed:
             return
-        self._latest = frame
+        self._latest = (frame, node)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"preview-{self._job_id}")
 
-    def send_now(self, frame: bytes) -> None:
+    def moved_on(self, node: str) -> None:
+        """ComfyUI now runs `node`: a preview still waiting from another node is stale."""
+        if self._latest is not None and self._latest[1] != node:
+            self._latest = None
+
+    def send_now(self, frame: bytes, node: str = "") -> None:
         """A frame that must not be dropped by throttling (progress text)."""
         if not self.closed:
-            task = asyncio.create_task(self._send(frame))
+            task = asyncio.create_task(self._send(frame, node))
             self._text.add(task)
             task.add_done_callback(self._text.discard)
 
@@ -187,15 +193,15 @@ class PreviewThrottle:
             wait = self._next_at - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # the rate limit itself
-            frame, self._latest = self._latest, None
-            if frame is None:
+            latest, self._latest = self._latest, None
+            if latest is None:
                 break
             self._next_at = loop.time() + self._interval
-            await self._send(frame)
+            await self._send(*latest)
 
-    async def _send(self, frame: bytes) -> None:
+    async def _send(self, frame: bytes, node: str) -> None:
         try:
-            await self._hub.preview(self._job_id, self._lease_id, frame)
+            await self._hub.preview(self._job_id, self._lease_id, frame, node)
         except LeaseLost as exc:
             self._on_lost(exc)
         except ComfyMultiError as exc:  # previews are best effort

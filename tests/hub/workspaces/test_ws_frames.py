@@ -75,3 +75,37 @@ def test_output_frame_parts_reach_the_socket_joined_in_order(ws_hub) -> None:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
+
+
+def test_a_preview_that_arrives_after_comfyui_moved_on_is_dropped(ws_hub) -> None:
+    """Previews travel apart from the ordered events: one of the sampler's that reaches the
+    hub after `executing` of the next node would be taken for that node's image by clients
+    (ComfyUI's websockets example files frames under the last executing node)."""
+    harness, client = ws_hub
+    login(client, harness, "user002")
+    token = harness.worker_token("w3")
+    reg = client.post("/worker/v1/register", headers={"Authorization": f"Bearer {token}"},
+                      json={"name": "w3", "catalog_hash": catalog_hash(real_catalog())})
+    worker = {"Authorization": f"Bearer {token}", WORKER_ID_HEADER: reg.json()["worker_id"]}
+    with client.websocket_connect("/u/user002/ws") as ws:
+        sid = ws.receive_json()["data"]["sid"]
+        pid = client.post("/u/user002/api/prompt", json={
+            "prompt": IMAGE, "client_id": sid}).json()["prompt_id"]
+        leased = client.post("/worker/v1/lease", headers=worker).json()
+        lease = leased["lease_id"]
+        client.post(f"/worker/v1/jobs/{pid}/events", headers=worker, json={
+            "lease_id": lease, "events": [
+                {"seq": 0, "type": "execution_start", "data": {"prompt_id": pid}},
+                {"seq": 1, "type": "executing", "data": {"node": "2", "prompt_id": pid}}]})
+        preview = f"/worker/v1/jobs/{pid}/preview"
+        stale = struct.pack(">II", 1, 1) + b"\xff\xd8stale"
+        fresh = struct.pack(">II", 1, 1) + b"\xff\xd8fresh"
+        for frame, node in ((stale, "1"), (fresh, "2")):
+            r = client.post(preview, params={"lease_id": lease, "node": node}, content=frame,
+                            headers=worker)
+            assert r.status_code == 204
+        seen: list[Any] = []
+        while fresh not in seen and len(seen) < 10:
+            message = ws.receive()
+            seen.append(message.get("bytes") or json.loads(message["text"])["type"])
+        assert stale not in seen and fresh in seen, seen

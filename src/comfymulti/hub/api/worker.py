@@ -133,11 +133,14 @@ async def events(job_id: str, request: Request, worker: Worker = Depends(current
 @router.post("/jobs/{job_id}/preview", status_code=204,
              openapi_extra=request_body(BINARY, "application/octet-stream"))
 async def preview(job_id: str, request: Request, lease_id: str = Query(..., max_length=64),
+                  node: str = Query("", max_length=64),
                   worker: Worker = Depends(current_worker),
                   hub: HubContext = Depends(get_hub)) -> Response:
     """A binary preview frame (ComfyUI's WebSocket bytes), passed on live, not stored."""
     job = await _held(hub, worker, job_id, lease_id)
     frame = await bodies.read_body(request, _PREVIEW_LIMIT, "preview")
+    if node and hub.queue.executing(job_id) not in (None, node):
+        return Response(status_code=204)  # stale: ComfyUI has moved on to another node
     hub.bus.publish(job.user_id, {"job_id": job_id, "client_id": job.client_id,
                                   "type": "binary", "data": frame})
     return Response(status_code=204)
