@@ -53,7 +53,8 @@ class HubSite:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = Path(folder) / "comfymulti.toml"
+        self.folder = Path(folder)
+        config = self.folder / "comfymulti.toml"
         lines = ['data_dir = "data"', "[hub]", f"port = {self.port}", "[queue]"]
         lines += [f"{key} = {value}" for key, value in (queue or {}).items()]
         config.write_text("\n".join(lines) + "\n")
@@ -66,8 +67,10 @@ class HubSite:
 
     def start(self, *args: str, wait_for: str | None = "/health") -> subprocess.Popen[bytes]:
         """Run `comfymulti ARGS` (default: serve) in the background until close()."""
-        proc = subprocess.Popen([*self.base, *(args or ("serve",))],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        name = (args or ("serve",))[0]
+        with (self.folder / f"{name}-{len(self.processes)}.log").open("wb") as log:
+            proc = subprocess.Popen([*self.base, *(args or ("serve",))], stdout=log,
+                                    stderr=subprocess.STDOUT)
         self.processes.append(proc)
         if wait_for:
             wait_http(self.url + wait_for)

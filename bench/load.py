@@ -35,6 +35,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import ssl
 import subprocess
 import sys
@@ -180,7 +181,9 @@ class Browser:
                     if isinstance(msg, str):
                         seen.add(json.loads(msg).get("type"))
         except (OSError, TimeoutError, websockets.WebSocketException) as exc:
-            self.stats.errors[f"socket open: {type(exc).__name__}"] += 1
+            closed = getattr(exc, "rcvd", None)
+            why = f" {closed.code} {closed.reason}" if closed is not None else ""
+            self.stats.errors[f"socket open: {type(exc).__name__}{why}"] += 1
             return False
         return True
 
@@ -533,7 +536,18 @@ def main() -> None:
             run.ended = fakes.records()
         finally:
             fakes.close()
+            LOG.parent.mkdir(exist_ok=True)
+            shutil.copy(Path(tmp, "serve-0.log"), LOG)
     report(run)
+    print(f"hub log: {LOG} ({_problems(LOG)} warning or error lines)")
+
+
+LOG = Path("build/load-hub.log")
+
+
+def _problems(log: Path) -> int:
+    return sum(1 for line in log.read_text(errors="replace").splitlines()
+               if "WARNING" in line or "ERROR" in line or "Traceback" in line)
 
 
 def _wait_workers(url: str, count: int) -> None:

@@ -3,6 +3,7 @@ caps bound how many a user and the hub hold; queue changes are counted once per 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -211,3 +212,37 @@ def test_one_queue_change_is_counted_once_for_all_of_a_users_sockets(
         assert len(counted) == 1
         for ws in sockets:
             ws.__exit__(None, None, None)
+
+
+async def _never_valid(_fn):  # stands in for hub.tx: the query finds no credential valid
+    await asyncio.sleep(0.05)
+    return set()
+
+
+def test_a_socket_opened_while_the_recheck_runs_is_left_alone() -> None:
+    """The re-check queries the database off the event loop; a socket admitted meanwhile was
+    not part of that query and must not be closed for it."""
+    from comfymulti.hub.web.access import Credential
+    from comfymulti.hub.workspaces.sockets import Sockets
+
+    class FakeSocket:
+        closed = False
+
+        async def close(self, code: int = 1000, reason: str = "") -> None:
+            self.closed = True
+
+    class FakeHub:
+        tx = staticmethod(_never_valid)
+
+    async def scenario() -> tuple[FakeSocket, FakeSocket]:
+        sockets = Sockets(per_user=5, total=10)
+        old, new = FakeSocket(), FakeSocket()
+        sockets.admit(1, "a", old, Credential("session", "old"))  # type: ignore[arg-type]
+        check = asyncio.create_task(sockets.recheck(FakeHub()))  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        sockets.admit(1, "b", new, Credential("session", "new"))  # type: ignore[arg-type]
+        await check
+        return old, new
+
+    old, new = asyncio.run(scenario())
+    assert old.closed and not new.closed

@@ -96,7 +96,9 @@ class Sockets:
         if not credentials:
             return 0
         valid = await hub.tx(lambda s: still_valid(s, credentials))
-        ended = [o.ws for o in self._open.values() if o.credential not in valid]
+        # Only those checked: sockets opened while the query ran are not in `credentials`.
+        ended = [o.ws for o in self._open.values()
+                 if o.credential in credentials and o.credential not in valid]
         await _close(ended)
         return len(ended)
 
