@@ -26,11 +26,18 @@ from comfymulti.errors import ConfigError, Unavailable
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+# Connections kept for threads doing database work (the request pool and the hub's own).
+POOL_SIZE = 50
+
+
 def make_engine(url: str) -> Engine:
     """An engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
+    # One connection per thread that does database work (the request pool and the hub's own
+    # offload threads): a pool smaller than that opens and closes connections all day.
+    engine = create_engine(url) if url == "sqlite://" else create_engine(
+        url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE, pool_timeout=30)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

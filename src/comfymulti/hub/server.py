@@ -72,10 +72,11 @@ def serve(app: FastAPI, host: str, port: int, header_timeout: float = HEADER_TIM
     # Keep idle connections as long as browsers and proxies expect (nginx keeps its own 75 s);
     # uvicorn's 5 s default closes pooled connections clients are about to reuse (read errors).
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; the hub
-    # decides that itself from hub.trusted_proxies (web/access.py client_address).
+    # decides that itself from hub.trusted_proxies (web/access.py client_address). No access
+    # log: the proxy in front keeps one, and a line per poll costs the hub real CPU.
     config = uvicorn.Config(app, host=host, port=port, log_config=None,
                             timeout_graceful_shutdown=5, timeout_keep_alive=75,
-                            http=protocol, proxy_headers=False)
+                            http=protocol, proxy_headers=False, access_log=False)
     # uvicorn re-raises the signal it caught once it has shut down, with the handler that
     # was there before it started: make that a clean exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ log = logging.getLogger("comfymulti.queue")
 # Longest a cached queue order with ETAs is served (changes made by other processes, such as
 # a policy set from the CLI, and the passing of time show up within this).
 ETA_TTL = 2.0
+# While the queue keeps changing (a burst), recomputed at most this often.
+ETA_MIN_AGE = 1.0
 
 # What a worker's terminal report becomes.
 _FINISH = {
@@ -257,28 +260,36 @@ class JobQueue:
             policy = self._policy(s)
         return scheduler.order(policy, candidates, last)
 
-    def etas(self, user_id: int | None = None) -> dict[str, tuple[int, float]]:
+    def etas(self, user_id: int | None = None, wanted: Collection[str] = ()
+             ) -> dict[str, tuple[int, float]]:
         """job id → (queue position, seconds until done) for queued jobs (of one user).
 
         Computed once for the whole queue and shared by every poll until the queue changes
-        (or ETA_TTL passes): with hundreds of participants polling a long queue, per-poll
-        recomputation would slow the very drain it reports on."""
-        order, etas = self._queue_view()
+        (or ETA_TTL passes), and at most every ETA_MIN_AGE while it keeps changing unless a
+        `wanted` job is new to it: with hundreds of participants polling a long queue,
+        per-poll recomputation would slow the very drain it reports on."""
+        order, etas = self._queue_view(wanted)
         if user_id is None:
             return etas
         return {c.job_id: etas[c.job_id] for c in order if c.user_id == user_id}
 
-    def _queue_view(self) -> tuple[list[scheduler.Candidate], dict[str, tuple[int, float]]]:
+    def _queue_view(self, wanted: Collection[str] = ()
+                    ) -> tuple[list[scheduler.Candidate], dict[str, tuple[int, float]]]:
         changes, now = self._changes, time.time()
         cached = self._view
-        if cached is not None and cached[0] == changes and now - cached[1] < ETA_TTL:
-            return cached[2], cached[3]
+        if cached is not None:
+            age = now - cached[1]
+            if (cached[0] == changes and age < ETA_TTL) or (
+                    age < ETA_MIN_AGE and all(j in cached[3] for j in wanted)):
+                return cached[2], cached[3]
         order = self.order()
         with transaction(self.factory) as s:
             estimator = Estimator(s)
             online = fleet.online_count(s, self.online_window)
-            busy = sum(max(0.0, estimator.seconds(j.requirements) - (now - (j.started_at or now)))
-                       for j in s.scalars(select(Job).where(Job.state.in_([str(x) for x in HELD]))))
+            held = s.execute(select(Job.requirements, Job.started_at)
+                             .where(Job.state.in_([str(x) for x in HELD])))
+            busy = sum(max(0.0, estimator.seconds(req) - (now - (started or now)))
+                       for req, started in held)
         etas = queue_etas(order, estimator, online, busy)
         self._view = (changes, now, order, etas)
         return order, etas

@@ -9,7 +9,8 @@ from typing import Any
 
 from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import defer
 
 from comfymulti.catalog.prompt import SUBMISSION_SCHEMA, Submission, parse_submission
 from comfymulti.catalog.prompt import workflow_id as workflow_id_of
@@ -195,9 +196,11 @@ def _ids(body: dict[str, Any], key: str) -> list[str] | None:
     return [str(i) for i in ids]
 
 
-def _etas(hub: HubContext, me: User) -> dict[str, tuple[int, float]]:
-    """Position and ETA of this user's queued jobs (positions count everyone's jobs)."""
-    return hub.queue.etas(user_id=me.id)
+def _etas(hub: HubContext, me: User, jobs: list[Job]) -> dict[str, tuple[int, float]]:
+    """Position and ETA of these of the user's jobs that are queued (positions count
+    everyone's jobs)."""
+    queued = [j.id for j in jobs if j.state == JobState.QUEUED]
+    return hub.queue.etas(user_id=me.id, wanted=queued) if queued else {}
 
 
 @router.get("/api/jobs")
@@ -214,23 +217,32 @@ def list_jobs(status: str | None = None, limit: int | None = Query(None),
     if (limit is not None and limit < 1) or offset < 0:
         return comfy_message("invalid limit or offset", 400)
     states = [str(st) for w in wanted for st in STATES_FOR[w]]
-    with transaction(hub.factory) as s:
-        jobs = list(s.scalars(workspace_jobs(me).where(Job.state.in_(states))))
-    if workflow_id:
-        jobs = [j for j in jobs if workflow_id_of(json.loads(j.extra_data)) == workflow_id]
-    if sort_by == "execution_duration":
-        jobs.sort(key=lambda j: (j.finished_at or 0) - (j.started_at or j.finished_at or 0))
-    else:
-        jobs.sort(key=lambda j: j.seq)
-    if sort_order == "desc":
-        jobs.reverse()
-    total = len(jobs)
-    page = jobs[offset:offset + limit] if limit is not None else jobs[offset:]
-    etas = _etas(hub, me) if any(j.state == JobState.QUEUED for j in page) else {}
+    page, total = _jobs_page(hub, me, states, workflow_id, sort_by, sort_order, offset, limit)
+    etas = _etas(hub, me, page)
     body = {"jobs": [job_object(j, *etas.get(j.id, (None, None))) for j in page],
             "pagination": {"offset": offset, "limit": limit if limit is not None else total,
                            "total": total, "has_more": offset + len(page) < total}}
     return JSONResponse(body)
+
+
+def _jobs_page(hub: HubContext, me: User, states: list[str], workflow_id: str | None,
+               sort_by: str, sort_order: str, offset: int, limit: int | None
+               ) -> tuple[list[Job], int]:
+    """One page of the user's jobs, sorted and cut by the database (every open workspace
+    polls this; loading all of a busy user's jobs per poll would not scale)."""
+    stmt = workspace_jobs(me).where(Job.state.in_(states)).options(defer(Job.prompt))
+    key = Job.seq if sort_by == "created_at" else (
+        func.coalesce(Job.finished_at, 0) - func.coalesce(Job.started_at, Job.finished_at, 0))
+    stmt = stmt.order_by(key.desc() if sort_order == "desc" else key.asc(),
+                         Job.seq.desc() if sort_order == "desc" else Job.seq.asc())
+    with transaction(hub.factory) as s:
+        if workflow_id:  # the workflow id lives inside extra_data: filtered here (rare)
+            jobs = [j for j in s.scalars(stmt)
+                    if workflow_id_of(json.loads(j.extra_data)) == workflow_id]
+            return (jobs[offset:offset + limit] if limit is not None else jobs[offset:],
+                    len(jobs))
+        total = s.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
+        return list(s.scalars(stmt.offset(offset).limit(limit))), total or 0
 
 
 @router.get("/api/jobs/{job_id}")
@@ -241,7 +253,7 @@ def get_job(job_id: str, me: User = Depends(workspace_owner),
         if job is None:
             return comfy_message("Job not found", 404)
         events = _events(s, [job.id]).get(job.id, [])
-    etas = _etas(hub, me) if job.state == JobState.QUEUED else {}
+    etas = _etas(hub, me, [job])
     obj = job_object(job, *etas.get(job.id, (None, None)))
     obj["outputs"] = json.loads(job.outputs)
     obj["execution_status"] = status_object(job, events)
