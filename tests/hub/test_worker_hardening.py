@@ -156,3 +156,47 @@ def test_bad_output_names_are_refused(hub, filename: str, subfolder: str) -> Non
     assert r.status_code == 400, r.text
     assert json.loads(r.text)["error"]["message"]
     assert not list((harness.ctx.settings.data_dir / "users/user002/output").iterdir())
+
+
+def test_a_retried_upload_already_stored_is_answered_without_reading_it(hub) -> None:
+    """The worker retries an output upload whose answer it missed: the hub knows the key and
+    answers at once instead of taking in the whole file again."""
+    harness, client = hub
+    headers, job = _leased(client, harness, simple_prompt())
+    params = {"lease_id": job["lease_id"], "key": "2/images/0", "node_id": "2",
+              "filename": "ComfyUI_00001_.png"}
+    url = f"/worker/v1/jobs/{job['job_id']}/outputs"
+    first = client.put(url, params=params, content=b"PNG", headers=headers)
+    assert first.status_code == 200
+
+    def endless() -> Iterator[bytes]:
+        raise AssertionError("the hub read the body of a retry it had stored already")
+        yield b""  # pragma: no cover
+
+    again = client.put(url, params=params, content=endless(), headers=headers)
+    assert again.status_code == 200 and again.json() == first.json()
+
+
+def test_reusing_a_prompt_id_after_deleting_its_history_starts_clean(hub) -> None:
+    """History deletion forgets the job's output records too: the same prompt id used again
+    gets a new job with no outputs of the old one."""
+    harness, client = hub
+    headers, job = _leased(client, harness, simple_prompt())
+    job_id = job["job_id"]
+    client.put(f"/worker/v1/jobs/{job_id}/outputs", params={
+        "lease_id": job["lease_id"], "key": "2/images/0", "node_id": "2",
+        "filename": "old.png"}, content=b"OLD", headers=headers)
+    client.post(f"/worker/v1/jobs/{job_id}/complete", json={
+        "lease_id": job["lease_id"], "status": "success"}, headers=headers)
+    user = harness.bearer("user002")
+    assert client.post("/u/user002/api/history", json={"delete": [job_id]},
+                       headers=user).status_code == 200
+    r = client.post("/api/v1/jobs", json={"prompt": simple_prompt(), "prompt_id": job_id},
+                    headers=user)
+    assert r.status_code == 201, r.text
+    again = client.post("/worker/v1/lease", params={"wait": 1}, headers=headers).json()
+    assert again["job_id"] == job_id
+    stored = client.put(f"/worker/v1/jobs/{job_id}/outputs", params={
+        "lease_id": again["lease_id"], "key": "2/images/0", "node_id": "2",
+        "filename": "new.png"}, content=b"NEW", headers=headers).json()
+    assert stored["filename"] == "new.png"  # not the old attempt's record
