@@ -11,7 +11,6 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,7 +32,7 @@ class RestoreReport:
     set: str
     run: str
     files: int = 0
-    bytes_from: Counter[str] = field(default_factory=Counter)  # local, each tier, remote
+    bytes_from: dict[str, int] = field(default_factory=dict)  # local, each tier, remote
     problems: list[str] = field(default_factory=list)
 
 
@@ -138,7 +137,8 @@ def restore(store: ObjectStore, set_name: str, to: Path, cache: Cache, concurren
             except (IntegrityError, OSError) as exc:
                 report.problems.append(str(exc))
                 continue
-            report.bytes_from[result.source] += result.entry.size
+            size = report.bytes_from.get(result.source, 0) + result.entry.size
+            report.bytes_from[result.source] = size
             for path, sha in result.hashes.items():
                 st = path.stat()
                 cache.remember_hash(path, st.st_size, st.st_mtime_ns, sha)
