@@ -237,3 +237,24 @@ def test_the_guard_catches_what_r2_refuses() -> None:
         g.record_part({"UploadId": "u", "PartNumber": number, "Body": b"x" * size})
     g.check_parts({"UploadId": "u", "Key": "k"})
     assert len(g.violations) == 4, g.violations
+
+
+def test_a_file_changed_while_uploading_is_not_recorded(
+        tmp_path: Path, make_ops: MakeOps) -> None:
+    from comfymulti.errors import StorageError
+
+    root = tmp_path / "src"
+    make_tree(root)
+    settings, store = make_ops(root)
+    big = root / "big/model.safetensors"
+
+    def append_during_first_part(params: dict[str, Any], **_: Any) -> None:
+        if params["PartNumber"] == 1:
+            with big.open("ab") as fh:
+                fh.write(b"written by ComfyUI meanwhile")
+
+    store.client.meta.events.register("provide-client-params.s3.UploadPart",
+                                      append_during_first_part)
+    with pytest.raises(StorageError, match=r"big/model\.safetensors"):
+        run_backup(settings, "files", store)
+    assert manifest.read(store, "files") is None
