@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -33,6 +33,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(workers_app, name="workers")
 app.add_typer(queue_app, name="queue")
 app.add_typer(templates_app, name="templates")
+backup_app = typer.Typer(help="Backups to S3-compatible storage (R2).", no_args_is_help=True)
+app.add_typer(backup_app, name="backup")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -288,6 +290,87 @@ def templates_remove(name: str) -> None:
     """Withdraw a workshop workflow (participants' own saved copies stay)."""
     templates.remove(settings(), name)
     out.print(f"removed {name}")
+
+
+# --- backup and restore ----------------------------------------------------------------------
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
+
+
+def _print_report(report: Any, as_json: bool, text: str) -> None:
+    """A dataclass report: one JSON object for scripts, else a line a person reads."""
+    import dataclasses
+    import json
+
+    if as_json:
+        out.print(json.dumps(dataclasses.asdict(report), ensure_ascii=False), markup=False)
+    else:
+        out.print(text, markup=False)
+
+
+@backup_app.command("run")
+def backup_run(name: Annotated[str, typer.Argument(help="Backup set ([backup.sets.NAME]).")],
+               as_json: JsonOption = False) -> None:
+    """Back up a set: upload what changed, then write the run's manifest."""
+    from comfymulti.ops.backup.backup import run_backup
+    from comfymulti.ops.backup.s3 import ObjectStore
+
+    cfg = settings()
+    r = run_backup(cfg, name, ObjectStore(cfg.backup))
+    missing = f"; not found: {', '.join(r.missing)}" if r.missing else ""
+    _print_report(r, as_json, f"{name}: run {r.run}: {r.files} files, {r.bytes} bytes; "
+                  f"uploaded {r.uploaded_files} files, {r.uploaded_bytes} bytes{missing}")
+
+
+@backup_app.command("verify")
+def backup_verify(
+    name: Annotated[str, typer.Argument(help="Backup set.")],
+    snapshot: Annotated[str | None, typer.Option(help="Run id (default: the latest).")] = None,
+    deep: Annotated[bool, typer.Option(help="Download and hash every object.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check the remote objects against the manifest; exit 1 naming any that do not match."""
+    from comfymulti.errors import IntegrityError
+    from comfymulti.ops.backup.s3 import ObjectStore
+    from comfymulti.ops.backup.verify import verify
+
+    cfg = settings()
+    r = verify(ObjectStore(cfg.backup), name, cfg.backup.concurrency, snapshot, deep)
+    _print_report(r, as_json, "\n".join([*r.problems, f"{name}: run {r.run}: {r.objects} "
+                                          f"objects checked, {len(r.problems)} problem(s)"]))
+    if r.problems:
+        raise IntegrityError(f"{name}: {len(r.problems)} file(s) do not match the manifest: "
+                             + ", ".join(p.split(": ")[0] for p in r.problems[:3]))
+
+
+@app.command("restore")
+def restore_cmd(
+    name: Annotated[str, typer.Argument(help="Backup set.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to recreate the set's root in.")],
+    tier: Annotated[list[Path] | None, typer.Option(
+        "--tier", help="Folder holding copies to take before downloading (repeatable).")] = None,
+    snapshot: Annotated[str | None, typer.Option(help="Run id (default: the latest).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore a set into a folder: keep matching files, copy from tiers, download the rest."""
+    from comfymulti.errors import IntegrityError
+    from comfymulti.ops.backup.cache import Cache
+    from comfymulti.ops.backup.restore import restore
+    from comfymulti.ops.backup.s3 import ObjectStore
+
+    cfg = settings()
+    cache = Cache(cfg.backup_cache_dir / "cache.sqlite")
+    try:
+        r = restore(ObjectStore(cfg.backup), name, to, cache, cfg.backup.concurrency,
+                    tier or [], snapshot)
+    finally:
+        cache.close()
+    sources = ", ".join(f"{n} bytes from {src}" for src, n in sorted(r.bytes_from.items()))
+    _print_report(r, as_json, "\n".join([*r.problems, f"{name}: run {r.run}: {r.files} files "
+                                          f"into {to}: {sources or 'nothing'}"]))
+    if r.problems:
+        raise IntegrityError(f"{name}: {len(r.problems)} file(s) refused: "
+                             + ", ".join(p.split(": ")[0] for p in r.problems[:3]))
 
 
 app.command("worker")(worker)

@@ -7,12 +7,14 @@ Sources, strongest first: environment (``COMFYMULTI_SECTION__KEY``), the TOML fi
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tomllib
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from comfymulti.errors import ConfigError
@@ -108,6 +110,83 @@ class WorkerSettings(_Section):
     )
 
 
+class BackupMode(StrEnum):
+    MIRROR = "mirror"
+    SNAPSHOT = "snapshot"
+
+
+_EVERY = re.compile(r"^(\d+[mhdw])?$")
+_KEEP = re.compile(r"^(\d+[hdw])( \d+[hdw])*$|^$")
+
+
+class BackupSet(_Section):
+    root: str = Field(
+        "", description="Folder the paths are taken from; restore --to DIR recreates it in DIR "
+        "(empty: DATA_DIR; relative: inside DATA_DIR)."
+    )
+    paths: list[str] = Field(["."], description="Files and folders to back up, under root.")
+    include: list[str] = Field(
+        [], description="Only paths matching one of these globs (empty: all); * also matches /."
+    )
+    exclude: list[str] = Field([], description="Skip paths (or names) matching these globs.")
+    mode: BackupMode = Field(
+        BackupMode.MIRROR,
+        description="mirror: keep the current state; snapshot: keep dated runs (see keep).",
+    )
+    keep: str = Field(
+        "24h 7d 4w", description="Snapshots kept: hourly (h), daily (d), weekly (w) counts."
+    )
+    schedule: str = Field("", description="How often a timer runs it, e.g. 1h (empty: by hand).")
+
+    @field_validator("schedule")
+    @classmethod
+    def _every(cls, value: str) -> str:
+        if not _EVERY.match(value):
+            raise ValueError("expected a number and m, h, d or w, e.g. 1h")
+        return value
+
+    @field_validator("keep")
+    @classmethod
+    def _keep(cls, value: str) -> str:
+        if not _KEEP.match(value):
+            raise ValueError('expected counts like "24h 7d 4w"')
+        return value
+
+
+def _default_sets() -> dict[str, BackupSet]:
+    return {
+        "user-files": BackupSet(
+            paths=["comfymulti.db", "users", "templates", "secret_key"], schedule="1h"),
+        "node-state": BackupSet(
+            root="/", paths=["etc/ssh", "etc/wireguard", "etc/comfymulti"],
+            include=["etc/ssh/ssh_host_*", "etc/wireguard/*", "etc/comfymulti/*"]),
+        "models": BackupSet(root="/mnt/sfs/models", exclude=["*.tmp", "*.part"]),
+    }
+
+
+class BackupSettings(_Section):
+    endpoint_url: str = Field(
+        "", description="S3 endpoint, e.g. https://ACCOUNT_ID.r2.cloudflarestorage.com"
+    )
+    bucket: str = Field("", description="Bucket holding every backup set.")
+    prefix: str = Field("comfymulti", description="Key prefix inside the bucket.")
+    region: str = Field("auto", description="Region name (R2: auto).")
+    access_key_id: str = Field("", description="S3 access key id.")
+    secret_access_key: SecretStr = Field(
+        SecretStr(""), description="S3 secret (better: COMFYMULTI_BACKUP__SECRET_ACCESS_KEY)."
+    )
+    concurrency: int = Field(8, ge=1, le=64, description="Files transferred at once.")
+    part_size_mb: int = Field(
+        64, ge=5, le=5000, description="Multipart part size in MiB (every part but the last)."
+    )
+    cache_dir: str = Field(
+        "", description="Hash cache and database staging (empty: DATA_DIR/backup-cache)."
+    )
+    sets: dict[str, BackupSet] = Field(
+        default_factory=_default_sets, description="Named backup sets: [backup.sets.NAME]."
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration of a hub (and, later, of its workers and operations)."""
 
@@ -124,6 +203,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     files: FilesSettings = FilesSettings()
     worker: WorkerSettings = WorkerSettings()
+    backup: BackupSettings = BackupSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -146,6 +226,15 @@ class Settings(BaseSettings):
         """Relative paths are taken from the data folder."""
         folder = self.files.templates_dir
         return self.data_dir / (folder or "templates")
+
+    @property
+    def backup_cache_dir(self) -> Path:
+        """Relative paths are taken from the data folder."""
+        return self.data_dir / (self.backup.cache_dir or "backup-cache")
+
+    def backup_root(self, backup_set: BackupSet) -> Path:
+        """A set's root folder: absolute, or inside the data folder."""
+        return self.data_dir / backup_set.root
 
     @property
     def public_url(self) -> str:
@@ -206,6 +295,8 @@ def secret_key(settings: Settings) -> str:
 def _toml_value(value: Any) -> str:
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
+    if isinstance(value, StrEnum):
+        value = str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -227,13 +318,23 @@ def render_toml(values: dict[str, dict[str, Any]] | None = None) -> str:
         model = field.annotation
         if not (isinstance(model, type) and issubclass(model, _Section)):
             continue
-        lines.append(f"[{section}]")
-        for name, sub in model.model_fields.items():
-            value = values.get(section, {}).get(name, sub.default)
-            lines.append(f"# {sub.description}")
-            lines.append(f"{name} = {_toml_value(value)}")
-        lines.append("")
+        lines += _render_table(section, model, values.get(section, {}))
     return "\n".join(lines)
+
+
+def _render_table(header: str, model: type[_Section], values: dict[str, Any]) -> list[str]:
+    """One [table] with every field commented; dicts of sections become [header.field.NAME]."""
+    lines, nested = [f"[{header}]"], []
+    for name, sub in model.model_fields.items():
+        value = values.get(name, sub.get_default(call_default_factory=True))
+        if isinstance(value, dict):
+            nested.append(f"# {sub.description}")
+            for key, item in value.items():
+                nested += _render_table(f"{header}.{name}.{key}", type(item), item.model_dump())
+            continue
+        lines.append(f"# {sub.description}")
+        lines.append(f"{name} = {_toml_value(value)}")
+    return [*lines, "", *nested]
 
 
 def write_config(directory: Path) -> Path:

@@ -12,6 +12,8 @@
     ├── QuotaExceeded              429
     ├── Unavailable                503   (database busy: try again; answered with Retry-After)
     ├── StorageError               500
+    │   ├── RemoteUnavailable             (the object store cannot be reached or refuses us)
+    │   └── IntegrityError                (a copy does not match the SHA-256 it was stored with)
     └── ComfyUIError               500   (the worker's local ComfyUI failed or refused)
 
 Each class's docstring is its default message; callers catch families, never match strings.
@@ -107,6 +109,18 @@ class StorageError(ComfyMultiError):
     """A file could not be stored or read."""
 
     error_type = "storage_error"
+
+
+class RemoteUnavailable(StorageError):
+    """The backup storage cannot be reached or refused the request."""
+
+    error_type = "remote_unavailable"
+
+
+class IntegrityError(StorageError):
+    """A copy does not match the SHA-256 recorded for it."""
+
+    error_type = "integrity_error"
 
 
 class ComfyUIError(ComfyMultiError):

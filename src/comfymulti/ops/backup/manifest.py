@@ -1,0 +1,81 @@
+"""What one run stored: path -> size, mtime, mode, SHA-256 and the object's ETag.
+
+A manifest is written only after every object it names is stored, and the `latest` pointer only
+after the manifest, each by one PUT (atomic on S3): a failed run leaves no manifest behind.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from comfymulti.errors import NotFound, StorageError
+from comfymulti.ops.backup.s3 import ObjectStore
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str  # relative to the set's root, POSIX separators
+    size: int
+    mtime_ns: int
+    mode: int
+    sha256: str
+    etag: str
+
+
+@dataclass
+class Manifest:
+    set: str
+    run: str
+    mode: str
+    files: list[Entry] = field(default_factory=list)
+
+    def to_json(self) -> bytes:
+        body = {"format": FORMAT, "set": self.set, "run": self.run, "mode": self.mode,
+                "files": [asdict(e) for e in self.files]}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        try:
+            body = json.loads(data)
+            if body.get("format") != FORMAT:
+                raise ValueError(f"format {body.get('format')}")
+            return cls(body["set"], body["run"], body["mode"],
+                       [Entry(**e) for e in body["files"]])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"unreadable backup manifest: {exc}") from exc
+
+
+def blob_key(store: ObjectStore, set_name: str, sha256: str) -> str:
+    return store.key(set_name, "blobs", sha256[:2], sha256)
+
+
+def _manifest_key(store: ObjectStore, set_name: str, run: str) -> str:
+    return store.key(set_name, "manifests", f"{run}.json")
+
+
+def write(store: ObjectStore, manifest: Manifest) -> None:
+    store.put_bytes(_manifest_key(store, manifest.set, manifest.run), manifest.to_json())
+    store.put_bytes(store.key(manifest.set, "latest"), manifest.run.encode())
+
+
+def read(store: ObjectStore, set_name: str, run: str | None = None) -> Manifest | None:
+    """A run's manifest (default: the latest); None if the set was never backed up."""
+    if run is None:
+        pointer = store.get_bytes(store.key(set_name, "latest"))
+        if pointer is None:
+            return None
+        run = pointer.decode().strip()
+    data = store.get_bytes(_manifest_key(store, set_name, run))
+    if data is None:
+        raise NotFound(f"backup set {set_name!r} has no run {run!r}")
+    return Manifest.from_json(data)
+
+
+def require(store: ObjectStore, set_name: str, run: str | None = None) -> Manifest:
+    if (manifest := read(store, set_name, run)) is None:
+        raise NotFound(f"backup set {set_name!r} has no backup at {store.endpoint} yet")
+    return manifest

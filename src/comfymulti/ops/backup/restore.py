@@ -1,0 +1,156 @@
+"""`restore SET --to DIR [--tier DIR ...]`: recreate a set's root in DIR from the cheapest source.
+
+For each file: keep a local copy that already matches the manifest; else copy from the first
+tier folder (e.g. the provider's shared file system) holding a matching copy; else download.
+Every copy is hashed while it is written and renamed into place only if it matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from comfymulti.errors import IntegrityError, StorageError
+from comfymulti.ops.backup import manifest
+from comfymulti.ops.backup.cache import Cache, sha256_file
+from comfymulti.ops.backup.manifest import Entry
+from comfymulti.ops.backup.s3 import ObjectStore
+
+LOCAL = "local"
+REMOTE = "remote"
+_CHUNK = 1024 * 1024
+
+
+@dataclass
+class RestoreReport:
+    set: str
+    run: str
+    files: int = 0
+    bytes_from: dict[str, int] = field(default_factory=dict)  # local, each tier, remote
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Result:
+    entry: Entry
+    source: str
+    hashes: dict[Path, str]  # files hashed on the way, for the cache
+
+
+def _target(to: Path, entry: Entry) -> Path:
+    rel = PurePosixPath(entry.path)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise IntegrityError(f"{entry.path}: unsafe path in the manifest; refused")
+    return to.joinpath(*rel.parts)
+
+
+def _matches(path: Path, entry: Entry, known: dict[Path, str | None],
+             hashes: dict[Path, str]) -> bool:
+    if path not in known:
+        return False
+    sha = known[path] or sha256_file(path)
+    if known[path] is None:
+        hashes[path] = sha
+    return sha == entry.sha256
+
+
+def _copy_hashing(src: BinaryIO, out: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while chunk := src.read(_CHUNK):
+        digest.update(chunk)
+        out.write(chunk)
+    return digest.hexdigest()
+
+
+def _restore_one(store: ObjectStore, set_name: str, entry: Entry, dest: Path, tiers: list[Path],
+                 known: dict[Path, str | None]) -> _Result:
+    hashes: dict[Path, str] = {}
+    if _matches(dest, entry, known, hashes):
+        return _Result(entry, LOCAL, hashes)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.restoring")
+    try:
+        source = REMOTE
+        for tier in tiers:
+            candidate = _target(tier, entry)
+            if _matches(candidate, entry, known, hashes):
+                source = str(tier)
+                with candidate.open("rb") as src, tmp.open("wb") as out:
+                    sha = _copy_hashing(src, out)
+                break
+        else:
+            with tmp.open("wb") as out:
+                sha = store.download(manifest.blob_key(store, set_name, entry.sha256), out)
+        if sha != entry.sha256:
+            where = "the stored copy" if source == REMOTE else f"the copy in {source}"
+            raise IntegrityError(f"{entry.path}: {where} does not match the manifest's SHA-256; "
+                                 "refused")
+        os.chmod(tmp, entry.mode)
+        os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    hashes[dest] = entry.sha256
+    return _Result(entry, source, hashes)
+
+
+def _known_hashes(cache: Cache, paths: list[Path], entry: Entry) -> dict[Path, str | None]:
+    """Candidates of the right size, with their cached hash where size and mtime still match."""
+    known: dict[Path, str | None] = {}
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if st.st_size == entry.size and path.is_file():
+            known[path] = cache.known_hash(path, st.st_size, st.st_mtime_ns)
+    return known
+
+
+def restore(store: ObjectStore, set_name: str, to: Path, cache: Cache, concurrency: int,
+            tiers: list[Path] | None = None, run: str | None = None) -> RestoreReport:
+    found = manifest.require(store, set_name, run)
+    tiers = tiers or []
+    report = RestoreReport(set_name, found.run, len(found.files))
+    jobs = []
+    for entry in found.files:
+        try:
+            dest = _target(to, entry)
+        except IntegrityError as exc:
+            report.problems.append(str(exc))
+            continue
+        candidates = [dest, *(_target(t, entry) for t in tiers)]
+        jobs.append((entry, dest, _known_hashes(cache, candidates, entry)))
+    _check_space(to, [(e, d) for e, d, known in jobs if d not in known])
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="restore") as pool:
+        futures = [pool.submit(_restore_one, store, set_name, entry, dest, tiers, known)
+                   for entry, dest, known in jobs]
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except (IntegrityError, OSError) as exc:
+                report.problems.append(str(exc))
+                continue
+            size = report.bytes_from.get(result.source, 0) + result.entry.size
+            report.bytes_from[result.source] = size
+            for path, sha in result.hashes.items():
+                st = path.stat()
+                cache.remember_hash(path, st.st_size, st.st_mtime_ns, sha)
+    report.problems.sort()
+    return report
+
+
+def _check_space(to: Path, needed: list[tuple[Entry, Path]]) -> None:
+    """Refuse to start a restore that cannot fit, rather than fail half-way."""
+    to.mkdir(parents=True, exist_ok=True)
+    total = sum(e.size for e, _ in needed)
+    free = shutil.disk_usage(to).free
+    if total > free:
+        raise StorageError(f"not enough free space in {to}: {total} bytes to restore, "
+                           f"{free} free")
