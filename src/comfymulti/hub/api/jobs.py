@@ -19,7 +19,7 @@ from comfymulti.hub.web.openapi import request_body
 from comfymulti.models import Job, JobEvent, User
 from comfymulti.queue.jobs import JobState
 
-router = APIRouter(prefix="/api/v1", tags=["jobs"])
+router = APIRouter(prefix="/api/v1", tags=["jobs"], dependencies=[Depends(current_user)])
 
 
 def job_view(job: Job, user_name: str | None = None) -> dict[str, Any]:

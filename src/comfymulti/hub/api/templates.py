@@ -12,10 +12,12 @@ from comfymulti.hub.web.access import current_user, get_hub, require_instructor
 from comfymulti.hub.web.bodies import read_body
 from comfymulti.hub.web.openapi import JSON_OBJECT, request_body
 
-router = APIRouter(prefix="/api/v1/templates", tags=["templates"])
+# Everyone logged in reads; instructors and admins change (their routes add that).
+router = APIRouter(prefix="/api/v1/templates", tags=["templates"],
+                   dependencies=[Depends(current_user)])
 
 
-@router.get("", dependencies=[Depends(current_user)])
+@router.get("")
 def list_all(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     return {"templates": [p.name for p in templates.list_templates(hub.settings)]}
 

@@ -38,7 +38,8 @@ from comfymulti.protocol import (
 )
 from comfymulti.userfiles import resolve
 
-router = APIRouter(prefix=PREFIX, tags=["worker"])
+# Every route needs a worker token; all but /register also a registered worker.
+router = APIRouter(prefix=PREFIX, tags=["worker"], dependencies=[Depends(worker_token)])
 
 _CATALOG_LIMIT = 16 * 1024 * 1024  # gzip; unpacked size is capped by the codec
 _PREVIEW_LIMIT = 8 * 1024 * 1024

@@ -209,13 +209,14 @@ async def worker_token(request: Request, hub: HubContext = Depends(get_hub)) -> 
 _SEEN_EVERY = 5.0
 
 
-async def current_worker(request: Request, hub: HubContext = Depends(get_hub)) -> Worker:
-    """The registered worker behind the token and X-Worker-Id, in one short transaction."""
-    token_value = _bearer(request)
+async def current_worker(request: Request, token: WorkerToken = Depends(worker_token),
+                         hub: HubContext = Depends(get_hub)) -> Worker:
+    """The registered worker behind the token (the worker router's own dependency, solved
+    once per request) and X-Worker-Id."""
     worker_id = request.headers.get(WORKER_ID_HEADER, "")
 
     def seen(s: Session) -> Worker:
-        worker = workers.get_worker(s, workers.authenticate(s, token_value), worker_id)
+        worker = workers.get_worker(s, token, worker_id)
         now = time.time()
         if worker.last_seen < now - _SEEN_EVERY:
             worker.last_seen = now
