@@ -126,6 +126,18 @@ def place(source: Path, target: Path, overwrite: bool) -> None:
     os.unlink(source)
 
 
+def place_under_free_name(source: Path, folder: Path, filename: str) -> str:
+    """Move `source` into `folder` under `filename` or the next free variant of it (see
+    `free_name`); writers racing for one name (threads, two workers) each get their own."""
+    while True:
+        name = free_name(folder, filename)
+        try:
+            place(source, folder / name, overwrite=False)
+        except FileExistsError:
+            continue  # taken between the look and the move: look again
+        return name
+
+
 # Types a browser may run or render as a document in our origin (stored XSS). Files of
 # these types are only ever sent as downloads.
 ACTIVE_TYPES = frozenset({

@@ -98,3 +98,25 @@ def test_media_types_and_active_types(name: str, expected: str, active: bool) ->
     assert media_type(name) == expected
     assert is_active(media_type(name)) is active
     assert is_active("TEXT/HTML; charset=utf-8") and is_active("application/rss+xml")
+
+
+def test_writers_racing_for_one_output_name_each_get_their_own(tmp_path) -> None:
+    """Outputs are filed from several threads at once (and by several workers): two files
+    called img_00007_.png must never land on one name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from comfymulti.userfiles import place_under_free_name
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    sources = []
+    for i in range(16):
+        src = tmp_path / f"tmp-{i}"
+        src.write_bytes(f"image {i}".encode())
+        sources.append(src)
+    with ThreadPoolExecutor(8) as pool:
+        names = list(pool.map(lambda src: place_under_free_name(src, folder,
+                                                                 "img_00007_.png"), sources))
+    assert len(set(names)) == 16
+    assert sorted(p.read_bytes() for p in folder.iterdir()) == sorted(
+        f"image {i}".encode() for i in range(16))

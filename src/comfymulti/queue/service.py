@@ -45,7 +45,7 @@ from comfymulti.queue.jobs import (
     Policy,
     Role,
 )
-from comfymulti.userfiles import free_name, resolve
+from comfymulti.userfiles import place_under_free_name, resolve
 
 log = logging.getLogger("comfymulti.queue")
 
@@ -567,8 +567,7 @@ class JobQueue:
                 return existing
             folder = target.path.parent
             folder.mkdir(parents=True, exist_ok=True)
-            name = free_name(folder, target.path.name)
-            tmp.replace(folder / name)
+            name = place_under_free_name(tmp, folder, target.path.name)
             return store.add_output(s, job, Output(
                 job_id=job_id, user_id=target.user_id, attempt=job.attempts, key=key,
                 node_id=node_id, type=target.kind, subfolder=target.subfolder, filename=name,
