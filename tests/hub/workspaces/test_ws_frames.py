@@ -24,6 +24,14 @@ def test_other_frames_pass_unchanged() -> None:
     text = struct.pack(">II", 3, 1) + b"7" + b"width: 64"
     assert _as_legacy_preview(text) == text
 
+def _worker(client: Any, harness: Any, name: str) -> dict[str, str]:
+    """Headers of a worker registered with the real catalog."""
+    token = harness.worker_token(name)
+    reg = client.post("/worker/v1/register", headers={"Authorization": f"Bearer {token}"},
+                      json={"name": name, "catalog_hash": catalog_hash(real_catalog())})
+    return {"Authorization": f"Bearer {token}", WORKER_ID_HEADER: reg.json()["worker_id"]}
+
+
 IMAGE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64,
                                                        "batch_size": 1, "color": 0}},
          "2": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}}}
@@ -35,10 +43,7 @@ def test_output_frame_parts_reach_the_socket_joined_in_order(ws_hub) -> None:
     the size of each part; a part that is not base64 refuses its batch."""
     harness, client = ws_hub
     login(client, harness, "user002")
-    token = harness.worker_token("w2")
-    reg = client.post("/worker/v1/register", headers={"Authorization": f"Bearer {token}"},
-                      json={"name": "w2", "catalog_hash": catalog_hash(real_catalog())})
-    worker = {"Authorization": f"Bearer {token}", WORKER_ID_HEADER: reg.json()["worker_id"]}
+    worker = _worker(client, harness, "w2")
     meta = json.dumps({"node_id": "2", "prompt_id": "p", "image_type": "image/png"}).encode()
     png = b"\x89PNG" + bytes(range(256)) * 3
     frame = struct.pack(">II", 4, len(meta)) + meta + png
@@ -83,10 +88,7 @@ def test_a_preview_that_arrives_after_comfyui_moved_on_is_dropped(ws_hub) -> Non
     (ComfyUI's websockets example files frames under the last executing node)."""
     harness, client = ws_hub
     login(client, harness, "user002")
-    token = harness.worker_token("w3")
-    reg = client.post("/worker/v1/register", headers={"Authorization": f"Bearer {token}"},
-                      json={"name": "w3", "catalog_hash": catalog_hash(real_catalog())})
-    worker = {"Authorization": f"Bearer {token}", WORKER_ID_HEADER: reg.json()["worker_id"]}
+    worker = _worker(client, harness, "w3")
     with client.websocket_connect("/u/user002/ws") as ws:
         sid = ws.receive_json()["data"]["sid"]
         pid = client.post("/u/user002/api/prompt", json={
