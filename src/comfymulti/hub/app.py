@@ -22,6 +22,7 @@ from comfymulti.hub.context import HubContext
 from comfymulti.hub.services.auth import PasswordChecks
 from comfymulti.hub.web import errors, openapi
 from comfymulti.hub.web.ratelimit import RateLimiter
+from comfymulti.hub.web.viewcache import ViewCache
 from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, userdata, ws
 from comfymulti.hub.workspaces.aliases import ApiAliases
 from comfymulti.hub.workspaces.sockets import Sockets
@@ -52,6 +53,7 @@ def build_context(settings: Settings) -> HubContext:
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
                      login_limiter=RateLimiter(), run=run, probe=Offload(2),
+                     job_lists=ViewCache(),
                      password_checks=PasswordChecks(os.cpu_count() or 2))
 
     def jobs_by_state() -> dict[str, int]:

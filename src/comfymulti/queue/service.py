@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,8 @@ class JobQueue:
         self.closing = False
         self._offload = offload
         self._dispatch = threading.Lock()
+        # Bumped by every change to a user's jobs: views of them are cached against it.
+        self.user_versions: defaultdict[int, int] = defaultdict(int)
         self._executing: dict[str, str | None] = {}  # job id -> node ComfyUI runs now
         # Bumped by every change this hub makes to the queue; cached views are keyed by it.
         self._changes = 0
@@ -121,6 +124,7 @@ class JobQueue:
         first change, so thousands of sockets never mean thousands of counts. Safe from any
         thread."""
         self._changes += 1
+        self.user_versions[user_id] += 1
         on_loop(self._loop, self._schedule_status, user_id)
 
     def _schedule_status(self, user_id: int) -> None:
@@ -244,7 +248,9 @@ class JobQueue:
         """Delete finished jobs of `user` from history (all of them with None). Their output
         files stay in the user's folder; the ids may be used again."""
         with transaction(self.factory) as s:
-            return store.delete_finished(s, user.id, job_ids)
+            gone = store.delete_finished(s, user.id, job_ids)
+        self.user_versions[user.id] += 1
+        return gone
 
     def run_next(self, job: Job) -> None:
         with transaction(self.factory) as s:
@@ -405,6 +411,8 @@ class JobQueue:
                     store.set_outputs(s, job, outputs)
                 fresh.append(ev)
             user_id, client_id = job.user_id, job.client_id
+        if fresh:
+            self.user_versions[user_id] += 1  # states and outputs in the job list moved on
         for ev in fresh:
             if ev["type"] == "executing":
                 if ev["data"].get("node") is None:

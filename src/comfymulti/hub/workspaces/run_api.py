@@ -216,13 +216,19 @@ def list_jobs(status: str | None = None, limit: int | None = Query(None),
         return comfy_message("invalid sort", 400)
     if (limit is not None and limit < 1) or offset < 0:
         return comfy_message("invalid limit or offset", 400)
+    key = (me.id, status, limit, offset, sort_by, sort_order, workflow_id)
+    version = hub.queue.user_versions[me.id]
+    if (body := hub.job_lists.get(key, version)) is not None:
+        return Response(body, media_type="application/json")
     states = [str(st) for w in wanted for st in STATES_FOR[w]]
     page, total = _jobs_page(hub, me, states, workflow_id, sort_by, sort_order, offset, limit)
     etas = _etas(hub, me, page)
     body = {"jobs": [job_object(j, *etas.get(j.id, (None, None))) for j in page],
             "pagination": {"offset": offset, "limit": limit if limit is not None else total,
                            "total": total, "has_more": offset + len(page) < total}}
-    return JSONResponse(body)
+    response = JSONResponse(body)
+    hub.job_lists.put(key, version, response.body)
+    return response
 
 
 def _jobs_page(hub: HubContext, me: User, states: list[str], workflow_id: str | None,
