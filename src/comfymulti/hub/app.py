@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        hub.queue.bind(asyncio.get_running_loop())
+        hub.queue.notify.bind(asyncio.get_running_loop())
         hub.queue.on_start()
         reaper = asyncio.create_task(hub.queue.reaper(), name="lease-reaper")
         watch = asyncio.create_task(sockets.watch(hub), name="socket-recheck")
@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             reaper.cancel()
             watch.cancel()
-            hub.queue.close()
+            hub.queue.notify.close()
             hub.engine.dispose()
 
     app = FastAPI(title="ComfyMulti hub", version=__version__, lifespan=lifespan,

@@ -62,7 +62,7 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is not None:  # from a signal handler: hand over to the loop safely
-            self._loop.call_soon_threadsafe(self._hub.queue.close)
+            self._loop.call_soon_threadsafe(self._hub.queue.notify.close)
         super().handle_exit(sig, frame)
 
 

@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from comfymulti.blocking import Offload, on_loop
+from comfymulti.blocking import Offload
 from comfymulti.catalog.prompt import Submission
 from comfymulti.config import QueueSettings
 from comfymulti.db import transaction
@@ -46,6 +45,7 @@ from comfymulti.queue.jobs import (
     Policy,
     Role,
 )
+from comfymulti.queue.notify import Notifier
 from comfymulti.userfiles import place_under_free_name, resolve
 
 log = logging.getLogger("comfymulti.queue")
@@ -62,10 +62,6 @@ _FINISH = {
     "error": JobState.FAILED,
     "interrupted": JobState.CANCELLED,
 }
-
-
-# Queue changes within this many seconds reach a user's sockets as one `status`.
-STATUS_DELAY = 0.05
 
 
 class JobQueue:
@@ -85,99 +81,17 @@ class JobQueue:
         self.bus = bus
         self.metrics = metrics
         self.catalogs = catalogs
-        self._work = asyncio.Event()
-        self._worker_signals: dict[str, asyncio.Event] = {}
-        self._status_due: set[int] = set()
-        self._tasks: set[asyncio.Future[None]] = set()
-        self.closing = False
         self._offload = offload
+        self.notify = Notifier(bus, offload, self.remaining)
         self._dispatch = threading.Lock()
-        # Bumped by every change to a user's jobs: views of them are cached against it.
-        self.user_versions: defaultdict[int, int] = defaultdict(int)
         self._executing: dict[str, str | None] = {}  # job id -> node ComfyUI runs now
-        # Bumped by every change this hub makes to the queue; cached views are keyed by it.
-        self._changes = 0
         self._view: tuple[int, float, list[scheduler.Candidate],
                           dict[str, tuple[int, float]]] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The hub's loop: long-polls wait on it, and notifications from the threads that do
-        the database work are handed to it."""
-        self._loop = loop
-        self.bus.bind(loop)
-
-    # --- notifications ---------------------------------------------------------------------
-
-    def wake_workers(self) -> None:
-        """Wake every long-polling lease request: there may be work for it now."""
-        self._changes += 1
-        on_loop(self._loop, self._wake)
-
-    def _wake(self) -> None:
-        self._work.set()
-        self._work = asyncio.Event()
-
-    def notify_user(self, user_id: int) -> None:
-        """Send the user's sockets a `status` with their queue size, computed once for all of
-        them and once per burst of changes (a batch submit, a reap): STATUS_DELAY after the
-        first change, so thousands of sockets never mean thousands of counts. Safe from any
-        thread."""
-        self._changes += 1
-        self.user_versions[user_id] += 1
-        on_loop(self._loop, self._schedule_status, user_id)
-
-    def _schedule_status(self, user_id: int) -> None:
-        if self._loop is None or user_id in self._status_due \
-                or not self.bus.subscribers(user_id):
-            return
-        self._status_due.add(user_id)
-        self._loop.call_later(STATUS_DELAY, self._send_status, user_id)
-
-    def _send_status(self, user_id: int) -> None:
-        self._status_due.discard(user_id)
-        if self.bus.subscribers(user_id):
-            task = asyncio.ensure_future(self._publish_status(user_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _publish_status(self, user_id: int) -> None:
-        try:
-            remaining = await self._offload(self.remaining, user_id)
-        except Exception:  # a busy database: the next change sends a fresh status
-            log.warning("queue status for user %s not sent", user_id, exc_info=True)
-            return
-        self.bus.publish(user_id, {"type": "status", "client_id": "", "data": {
-            "status": {"exec_info": {"queue_remaining": remaining}}}})
 
     def remaining(self, user_id: int) -> int:
         """The user's jobs not finished yet."""
         with transaction(self.factory) as s:
             return store.count_unfinished(s, user_id)
-
-    def worker_signal(self, worker_id: str) -> asyncio.Event:
-        """Set when this worker's commands change (cancel, drain) or the hub stops."""
-        event = self._worker_signals.setdefault(worker_id, asyncio.Event())
-        if self.closing:
-            event.set()
-        return event
-
-    def close(self) -> None:
-        """The hub is stopping: answer every open long-poll now (leases with "no work",
-        commands with what they are), so shutdown never waits for them."""
-        self.closing = True
-        self.wake_workers()
-        for event in self._worker_signals.values():
-            event.set()
-        self._worker_signals.clear()
-
-    def signal_worker(self, worker_id: str | None) -> None:
-        if worker_id:
-            on_loop(self._loop, self._signal, worker_id)
-
-    def _signal(self, worker_id: str) -> None:
-        if event := self._worker_signals.pop(worker_id, None):
-            event.set()
 
     # --- policy ----------------------------------------------------------------------------
 
@@ -194,7 +108,7 @@ class JobQueue:
         the hub reads it at every dispatch)."""
         with transaction(self.factory) as s:
             chosen = store.set_policy(s, policy)
-        self.wake_workers()
+        self.notify.wake_workers()
         return chosen
 
     @property
@@ -229,8 +143,8 @@ class JobQueue:
                 instructor=role == Role.INSTRUCTOR, requirements=sub.requirements, now=now,
             )
         self.metrics.jobs_submitted.inc()
-        self.wake_workers()
-        self.notify_user(user.id)
+        self.notify.wake_workers()
+        self.notify.user(user.id)
         return job
 
     def cancel(self, job: Job, reason: str) -> CancelOutcome:
@@ -240,8 +154,8 @@ class JobQueue:
             outcome = store.cancel(s, current, time.time(), reason)
             worker_id = current.worker_id
         if outcome == CancelOutcome.REQUESTED:
-            self.signal_worker(worker_id)
-        self.notify_user(job.user_id)
+            self.notify.signal_worker(worker_id)
+        self.notify.user(job.user_id)
         return outcome
 
     def forget(self, user: User, job_ids: list[str] | None) -> int:
@@ -249,14 +163,14 @@ class JobQueue:
         files stay in the user's folder; the ids may be used again."""
         with transaction(self.factory) as s:
             gone = store.delete_finished(s, user.id, job_ids)
-        self.user_versions[user.id] += 1
+        self.notify.user_versions[user.id] += 1
         return gone
 
     def run_next(self, job: Job) -> None:
         with transaction(self.factory) as s:
             store.set_run_next(s, s.scalars(select(Job).where(Job.id == job.id)).one(),
                                time.time())
-        self.wake_workers()
+        self.notify.wake_workers()
 
     def order(self) -> list[scheduler.Candidate]:
         """The whole queue in the order it is expected to run."""
@@ -281,7 +195,7 @@ class JobQueue:
 
     def _queue_view(self, wanted: Collection[str] = ()
                     ) -> tuple[list[scheduler.Candidate], dict[str, tuple[int, float]]]:
-        changes, now = self._changes, time.time()
+        changes, now = self.notify.changes, time.time()
         cached = self._view
         if cached is not None:
             age = now - cached[1]
@@ -333,15 +247,15 @@ class JobQueue:
         self.metrics.dispatched.labels(policy=str(policy)).inc()
         if job.attempts == 1:
             self.metrics.wait_seconds.observe(now - job.created_at)
-        self.notify_user(job.user_id)
+        self.notify.user(job.user_id)
         return job
 
     async def lease(self, worker_id: str, wait: float) -> Job | None:
         """A job for this worker, waiting up to `wait` seconds for one to arrive."""
         deadline = time.monotonic() + wait
         while True:
-            work = self._work
-            if self.closing:
+            work = self.notify.work
+            if self.notify.closing:
                 return None
             job = await self._offload(self._try_lease, worker_id)
             if job is not None or (remaining := deadline - time.monotonic()) <= 0:
@@ -412,7 +326,7 @@ class JobQueue:
                 fresh.append(ev)
             user_id, client_id = job.user_id, job.client_id
         if fresh:
-            self.user_versions[user_id] += 1  # states and outputs in the job list moved on
+            self.notify.user_versions[user_id] += 1  # states and outputs in the job list moved on
         for ev in fresh:
             if ev["type"] == "executing":
                 if ev["data"].get("node") is None:
@@ -439,8 +353,8 @@ class JobQueue:
                                worker_id=worker_id)
         if job.started_at:
             self.metrics.run_seconds.observe(now - job.started_at)
-        self.wake_workers()
-        self.notify_user(job.user_id)
+        self.notify.wake_workers()
+        self.notify.user(job.user_id)
         # ComfyUI's last word for a prompt; the job's history is final by now.
         self.bus.publish(job.user_id, {"job_id": job.id, "client_id": job.client_id,
                                        "type": "executing",
@@ -462,8 +376,8 @@ class JobQueue:
             else:
                 job = store.requeue(s, job_id, now=now, lease_id=lease_id,
                                     reason=(error or {}).get("message", "worker asked to retry"))
-        self.wake_workers()
-        self.notify_user(job.user_id)
+        self.notify.wake_workers()
+        self.notify.user(job.user_id)
         if job.state == JobState.FAILED:
             self._announce_end(job)
         return job
@@ -476,8 +390,8 @@ class JobQueue:
             self._drop_outputs(s, job)
             job = store.requeue(s, job_id, now=time.time(), lease_id=lease_id,
                                 reason="released by worker", count_attempt=False)
-        self.wake_workers()
-        self.notify_user(job.user_id)
+        self.notify.wake_workers()
+        self.notify.user(job.user_id)
         return job
 
     def _drop_outputs(self, s: Session, job: Job) -> None:
@@ -515,9 +429,9 @@ class JobQueue:
                 touched.add(job.user_id)
         if changed:
             log.warning("%d expired lease(s) handled", changed, extra={"action": "reap"})
-            self.wake_workers()
+            self.notify.wake_workers()
             for user_id in touched:
-                self.notify_user(user_id)
+                self.notify.user(user_id)
             for job in ended:
                 self._announce_end(job)
         return changed
@@ -603,8 +517,8 @@ class JobQueue:
                 raise NotFound(f"no worker {worker_id}")
             worker.draining = True
         log.info("worker %s draining", worker_id, extra={"action": "drain"})
-        self.wake_workers()
-        self.signal_worker(worker_id)
+        self.notify.wake_workers()
+        self.notify.signal_worker(worker_id)
 
     def commands(self, worker_id: str) -> dict[str, Any]:
         """What this worker must do now: jobs to cancel, whether to drain."""

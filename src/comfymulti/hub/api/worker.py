@@ -58,7 +58,7 @@ async def register(request: Request, token: WorkerToken = Depends(worker_token),
     req = await bodies.read_model(request, RegisterRequest)
     worker, needed = await hub.tx(lambda s: workers.register(
         s, token, req, cap=hub.settings.queue.max_workers_per_token, window=hub.online_window))
-    hub.queue.wake_workers()
+    hub.queue.notify.wake_workers()
     q = hub.settings.queue
     return RegisterResponse(worker_id=worker.id, catalog_needed=needed,
                             lease_seconds=q.lease_seconds, long_poll_seconds=q.long_poll_seconds)
@@ -73,7 +73,7 @@ async def upload_catalog(catalog_hash: str, request: Request,
     body = await bodies.read_body(request, _CATALOG_LIMIT, "catalog")
     catalog = await hub.run(unpack, body)
     await hub.tx(lambda s: workers.store_catalog(s, s.merge(worker), catalog_hash, catalog))
-    hub.queue.wake_workers()
+    hub.queue.notify.wake_workers()
     return Response(status_code=204)
 
 
@@ -105,7 +105,7 @@ async def commands(wait: float = Query(0.0, ge=0, le=3600), known: str = "",
     """Long-poll: answers at once if the commands differ from `known` (their JSON), else
     when a cancel or drain for this worker happens or the hub stops, else after `wait`."""
     wait = min(wait, hub.settings.queue.long_poll_seconds)
-    signal = hub.queue.worker_signal(worker.id)
+    signal = hub.queue.notify.worker_signal(worker.id)
     current = await hub.run(hub.queue.commands, worker.id)
     if json.dumps(current, sort_keys=True) == known and wait > 0:
         with contextlib.suppress(TimeoutError):

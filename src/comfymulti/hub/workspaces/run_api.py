@@ -217,7 +217,7 @@ def list_jobs(status: str | None = None, limit: int | None = Query(None),
     if (limit is not None and limit < 1) or offset < 0:
         return comfy_message("invalid limit or offset", 400)
     key = (me.id, status, limit, offset, sort_by, sort_order, workflow_id)
-    version = hub.queue.user_versions[me.id]
+    version = hub.queue.notify.user_versions[me.id]
     if (body := hub.job_lists.get(key, version)) is not None:
         return Response(body, media_type="application/json")
     states = [str(st) for w in wanted for st in STATES_FOR[w]]
