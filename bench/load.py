@@ -60,7 +60,7 @@ HEAVY_USERS, HEAVY_PROMPTS = 0.05, 0.6
 FAKES_PER_PROCESS = 5
 _TREE = "&recurse=true&split=false&full_info=true"
 # What the frontend asks for when a workspace opens, after the page and before the socket, then
-# after it (shared/reference/comfyui-protocol.md); (path, whether 404 is a normal answer).
+# after it (as the measured ComfyUI protocol lists them); (path, whether 404 is a normal answer).
 BOOT = [("user.css", True), ("api/userdata/user.css", True), ("api/features", False),
         ("api/users", False), ("api/system_stats", False), ("api/settings", False),
         ("api/userdata?dir=workflows" + _TREE, True), ("api/userdata?dir=workflows" + _TREE, True),

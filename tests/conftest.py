@@ -25,10 +25,6 @@ from comfymulti.hub.app import create_app
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import users, workers
 from comfymulti.queue.jobs import Role
-from tests import testdata
-
-# The folder holding data/comfyui/ (tests/, or where COMFYMULTI_SHARED points): tests/testdata.py.
-SHARED = testdata.ROOT
 
 
 @pytest.fixture
@@ -182,5 +178,5 @@ def wait_for_worker(harness: HubHarness, timeout: float = 30.0) -> None:
     wait_for(registered, timeout=timeout, interval=0.1)
 
 
-__all__ = ["SHARED", "HubHarness", "LiveServer", "free_port", "httpx", "simple_prompt",
+__all__ = ["HubHarness", "LiveServer", "free_port", "httpx", "simple_prompt",
            "tiny_catalog", "wait_for"]

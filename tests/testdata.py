@@ -1,29 +1,21 @@
-"""Where the tests' data lives: the one rule every test, fake and bench script uses.
+"""Where the tests' data lives: in this repository, so the suite runs from a plain clone.
 
-* :data:`ROOT` holds ``data/comfyui/`` (the captured ComfyUI 0.33.0 data: the node catalog
+* ``data/comfyui/``: the captured ComfyUI 0.33.0 data (the node catalog
   ``object_info-0.33.0.json.gz``, the protocol ``recordings/`` and their ``api-workflows/``).
-  By default it is this ``tests/`` folder, so the suite runs from a plain clone; set
-  ``COMFYMULTI_SHARED`` to another folder holding ``data/comfyui/`` (e.g. a newer capture)
-  to run against that instead.
-* :data:`WORKFLOWS` holds the tests' own small UI-format workflows; they belong to the
-  tests, so they always come from the repository.
+* ``data/workflows/``: the tests' own small UI-format workflows.
 
 Production code never imports this module (``tests/test_layout.py``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent
-
-ROOT = Path(os.environ["COMFYMULTI_SHARED"]) if os.environ.get("COMFYMULTI_SHARED") else TESTS
+ROOT = Path(__file__).resolve().parent
 COMFYUI = ROOT / "data" / "comfyui"
 CATALOG = COMFYUI / "object_info-0.33.0.json.gz"
 RECORDINGS = COMFYUI / "recordings"
 API_WORKFLOWS = COMFYUI / "api-workflows"
-
-WORKFLOWS = TESTS / "data" / "workflows"
+WORKFLOWS = ROOT / "data" / "workflows"
 
 __all__ = ["API_WORKFLOWS", "CATALOG", "COMFYUI", "RECORDINGS", "ROOT", "WORKFLOWS"]

@@ -2,7 +2,7 @@
 WebSocket (uvicorn + Starlette in a background thread, pure asyncio inside).
 
 Test-only: production code never imports this. It imitates what the recordings in
-``tests/data/comfyui/recordings`` and ``shared/reference/comfyui-protocol.md`` show:
+``tests/data/comfyui/recordings`` and the measured protocol reference show:
 every API route at ``/x`` and ``/api/x``; WebSocket ``status``/``feature_flags``
 negotiation; per-prompt events in the recorded order (``progress_state`` →
 ``executing`` → progress / previews / text → ``executed`` → ``progress_state``);

@@ -1,8 +1,7 @@
 """Node catalog and prompt validation for :mod:`tests.fakes.comfyui`.
 
 The catalog is the real ``object_info`` of ComfyUI 0.33.0 (887 classes), read at run
-time from ``tests/data/comfyui/`` (or ``$COMFYMULTI_SHARED/data/comfyui/``:
-:mod:`tests.testdata`). Two kinds of combo are
+time from ``tests/data/comfyui/`` (:mod:`tests.testdata`). Two kinds of combo are
 filled in per request, like the real server does from its folders:
 
 * model combos, from the fake's ``models`` mapping (folder key → file names), using
