@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
+from comfymulti.catalog.prompt import parse_reference
 from comfymulti.errors import NotFound
 from comfymulti.worker.comfyui import ComfyUIClient
-from comfymulti.worker.staging import find_inputs, parse_reference, stage_inputs, unstage
+from comfymulti.worker.staging import find_inputs, stage_inputs, unstage
 from tests.fakes import media
 from tests.fakes.comfyui_catalog import base_catalog
 from tests.worker.util import new_id

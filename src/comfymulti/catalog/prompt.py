@@ -95,18 +95,30 @@ def parse_submission(body: Any) -> Submission:
     return Submission(prompt=prompt, extra_data=extra, client_id=client_id, prompt_id=prompt_id)
 
 
-_ANNOTATION = re.compile(r"\s*\[(input|output|temp)\]$")
+_ANNOTATION = re.compile(r"^(?P<name>.*?)\s*\[(?P<type>input|output|temp)\]$")
+
+
+def parse_reference(value: str, default_type: str = "input") -> tuple[str, str, str, bool]:
+    """`"sub/name.png [output]"` → (type, subfolder, filename, annotated).
+
+    Empty, '.' and '..' parts are dropped, so the result never leaves the folder.
+    """
+    kind, annotated = default_type, False
+    m = _ANNOTATION.match(value)
+    if m:
+        value, kind, annotated = m["name"], m["type"], True
+    parts = [p for p in value.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if not parts:
+        return kind, "", "", annotated
+    return kind, "/".join(parts[:-1]), parts[-1], annotated
 
 
 def references_file(prompt: Prompt, subfolder: str, filename: str) -> bool:
-    """True if some input of the prompt names this file ('name', 'sub/name', with or without
-    a ' [input]'-style annotation): a worker may fetch only the files its job loads."""
-    wanted = f"{subfolder.strip('/')}/{filename}" if subfolder.strip("/") else filename
-    for node in prompt.values():
-        for value in node.get("inputs", {}).values():
-            if isinstance(value, str) and _ANNOTATION.sub("", value) == wanted:
-                return True
-    return False
+    """True if some input of the prompt names this file (as `parse_reference` reads it): a
+    worker may fetch only the files its job loads."""
+    wanted = parse_reference(f"{subfolder}/{filename}")[1:3]
+    return any(isinstance(value, str) and parse_reference(value)[1:3] == wanted
+               for node in prompt.values() for value in node.get("inputs", {}).values())
 
 
 def workflow_id(extra_data: dict[str, Any]) -> str | None:

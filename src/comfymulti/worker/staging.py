@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from comfymulti.catalog.prompt import parse_reference
 from comfymulti.errors import InvalidInput, NotFound
 
 log = logging.getLogger("comfymulti.worker.staging")
@@ -28,9 +28,6 @@ KNOWN_FILE_INPUTS = {
     "LoadVideo": "file",
     "LoadAudio": "audio",
 }
-_ANNOTATION = re.compile(r"^(?P<name>.*?)\s*\[(?P<type>input|output|temp)\]$")
-
-
 class _Hub(Protocol):
     async def download_input(self, job_id: str, lease_id: str, filename: str,
                              subfolder: str = "", type: str = "input") -> bytes: ...
@@ -80,21 +77,6 @@ def file_inputs(class_type: str, node_def: dict[str, Any] | None) -> dict[str, s
             if flagged:
                 found[name] = folder
     return found
-
-
-def parse_reference(value: str, default_type: str = "input") -> tuple[str, str, str, bool]:
-    """`"sub/name.png [output]"` → (type, subfolder, filename, annotated).
-
-    Empty, '.' and '..' parts are dropped, so the result never leaves the folder.
-    """
-    kind, annotated = default_type, False
-    m = _ANNOTATION.match(value)
-    if m:
-        value, kind, annotated = m["name"], m["type"], True
-    parts = [p for p in value.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    if not parts:
-        return kind, "", "", annotated
-    return kind, "/".join(parts[:-1]), parts[-1], annotated
 
 
 def find_inputs(prompt: dict[str, Any], object_info: dict[str, Any]) -> list[InputRef]:
