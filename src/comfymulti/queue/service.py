@@ -280,7 +280,7 @@ class JobQueue:
             for job_id, lease_id in leases.items():
                 try:
                     job = store.renew(s, job_id, lease_id, until)
-                except Conflict:
+                except (Conflict, NotFound):  # gone or taken over: lost either way
                     lost.append(job_id)
                     continue
                 if job.worker_id != worker_id:
@@ -306,8 +306,7 @@ class JobQueue:
         fresh: list[dict[str, Any]] = []
         frames = _frame_parts(events)
         with transaction(self.factory) as s:
-            store.held_job(s, job_id, lease_id, worker_id)
-            job = store.renew(s, job_id, lease_id, now + self.settings.lease_seconds)
+            job = store.renew(s, job_id, lease_id, now + self.settings.lease_seconds, worker_id)
             seen = store.seen_seqs(s, job_id, job.attempts, [ev["seq"] for ev in events])
             for ev in sorted(events, key=lambda e: e["seq"]):
                 if ev["seq"] in seen:
@@ -462,18 +461,23 @@ class JobQueue:
             except Exception:  # keep the loop alive; the next pass retries
                 log.exception("lease reaper failed", extra={"action": "reap"})
 
-    def output_target(self, job: Job, kind: str, subfolder: str, filename: str) -> OutputTarget:
-        """Where an output of `job` would go: checked before a byte of it is received."""
+    def prepare_output(self, job_id: str, lease_id: str, worker_id: str, key: str, kind: str,
+                       subfolder: str, filename: str) -> tuple[OutputTarget, Output | None]:
+        """Before a byte of an upload is received, in one transaction: the lease holds, where
+        the file would go (checked), and the output stored already under `key` if this is a
+        retry (then the body need not be read at all)."""
         if kind not in ("output", "temp"):
             raise InvalidInput("type must be output or temp")
+        if not filename.strip(" ."):
+            raise InvalidInput("an output needs a file name")
         with transaction(self.factory) as s:
+            job = store.held_job(s, job_id, lease_id, worker_id)
             owner = s.get(User, job.user_id)
             if owner is None:
                 raise NotFound(f"job {job.id} has no owner any more")
             path = resolve(self.data_dir, owner.name, kind, subfolder, filename)
-        if not filename.strip(" ."):
-            raise InvalidInput("an output needs a file name")
-        return OutputTarget(user_id=owner.id, kind=kind, subfolder=subfolder, path=path)
+            done = store.find_output(s, job_id, job.attempts, key)
+        return OutputTarget(user_id=owner.id, kind=kind, subfolder=subfolder, path=path), done
 
     def store_output(self, job_id: str, lease_id: str, key: str, node_id: str,
                      target: OutputTarget, tmp: Path, size: int, sha256: str) -> Output:
@@ -494,12 +498,6 @@ class JobQueue:
                 job_id=job_id, user_id=target.user_id, attempt=job.attempts, key=key,
                 node_id=node_id, type=target.kind, subfolder=target.subfolder, filename=name,
                 size=size, sha256=sha256, created_at=time.time()))
-
-    def find_output(self, job_id: str, lease_id: str, key: str) -> Output | None:
-        """An output this attempt already delivered under `key` (a retried upload)."""
-        with transaction(self.factory) as s:
-            job = store.held_job(s, job_id, lease_id)
-            return store.find_output(s, job_id, job.attempts, key)
 
     def get(self, job_id: str) -> Job:
         with transaction(self.factory) as s:

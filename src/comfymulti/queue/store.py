@@ -184,14 +184,17 @@ def lease(s: Session, job: Candidate, *, worker_id: str, lease_id: str, expires_
     return leased
 
 
-def renew(s: Session, job_id: str, lease_id: str, expires_at: float) -> Job:
-    result = s.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.lease_id == lease_id,
-               Job.state.in_([str(st) for st in HELD]))
-        .values(lease_expires_at=expires_at)
-    )
+def renew(s: Session, job_id: str, lease_id: str, expires_at: float,
+          worker_id: str | None = None) -> Job:
+    """Extend a lease still held (by `worker_id`, when given), or LeaseLost."""
+    stmt = update(Job).where(Job.id == job_id, Job.lease_id == lease_id,
+                             Job.state.in_([str(st) for st in HELD]))
+    if worker_id is not None:
+        stmt = stmt.where(Job.worker_id == worker_id)
+    result = s.execute(stmt.values(lease_expires_at=expires_at))
     if result.rowcount != 1:  # type: ignore[attr-defined]
+        if not job_exists(s, job_id):
+            raise NotFound(f"job {job_id} not found")
         raise LeaseLost(f"job {job_id}: lease is no longer held")
     return s.scalars(select(Job).where(Job.id == job_id)).one()
 

@@ -174,9 +174,9 @@ async def upload_output(job_id: str, request: Request, lease_id: str, key: str, 
                         hub: HubContext = Depends(get_hub)) -> StoredFile:
     """Stream one output file to disk (never whole in memory), then file it for the owner.
     A retry of an upload already stored answers at once, without reading the body again."""
-    job = await _held(hub, worker, job_id, lease_id)
-    target = await hub.run(hub.queue.output_target, job, type, subfolder, filename)
-    if (done := await hub.run(hub.queue.find_output, job_id, lease_id, key)) is None:
+    target, done = await hub.run(hub.queue.prepare_output, job_id, lease_id, worker.id, key,
+                                 type, subfolder, filename)
+    if done is None:
         received = await bodies.receive_file(request, hub.settings.files.max_output_bytes,
                                              hub.settings.data_dir, "upload", "output")
         try:
