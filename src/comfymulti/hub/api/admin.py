@@ -57,7 +57,7 @@ def jobs(state: str | None = None, hub: HubContext = Depends(get_hub)) -> dict[s
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel(job_id: str, admin: User = Depends(require_admin),
-                 hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+           hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         job = owned_job(s, admin, job_id)
     return {"outcome": hub.queue.cancel(job, reason=f"cancelled by admin {admin.name}")}
@@ -65,7 +65,7 @@ def cancel(job_id: str, admin: User = Depends(require_admin),
 
 @router.post("/jobs/{job_id}/run-next")
 def run_next(job_id: str, admin: User = Depends(require_admin),
-                   hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+             hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         job = owned_job(s, admin, job_id)
     hub.queue.run_next(job)

@@ -49,8 +49,8 @@ async def submit(request: Request, user: User = Depends(current_user),
 
 @router.get("/jobs")
 def list_jobs(state: str | None = None, limit: int = Query(100, ge=1, le=1000),
-                    user: User = Depends(current_user),
-                    hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+              user: User = Depends(current_user),
+              hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     stmt = visible_jobs(user).order_by(Job.seq.desc()).limit(limit)
     if state:
         states = state.split(",")
@@ -64,7 +64,7 @@ def list_jobs(state: str | None = None, limit: int = Query(100, ge=1, le=1000),
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, user: User = Depends(current_user),
-                  hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+            hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         job = owned_job(s, user, job_id)
     return job_view(job)
@@ -72,7 +72,7 @@ def get_job(job_id: str, user: User = Depends(current_user),
 
 @router.get("/jobs/{job_id}/events")
 def job_events(job_id: str, user: User = Depends(current_user),
-                     hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+               hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     """The job's history: hub state changes and the ComfyUI events workers relayed, in order."""
     with transaction(hub.factory) as s:
         owned_job(s, user, job_id)
@@ -84,7 +84,7 @@ def job_events(job_id: str, user: User = Depends(current_user),
 
 @router.post("/jobs/{job_id}/cancel")
 def cancel(job_id: str, user: User = Depends(current_user),
-                 hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+           hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         job = owned_job(s, user, job_id)
     return {"outcome": hub.queue.cancel(job, reason=f"cancelled by {user.name}")}

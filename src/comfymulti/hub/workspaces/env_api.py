@@ -76,7 +76,7 @@ def object_info(request: Request, hub: HubContext = Depends(get_hub)) -> Respons
 
 @router.get("/api/object_info/{class_type}")
 def object_info_one(class_type: str, hub: HubContext = Depends(get_hub)
-                          ) -> dict[str, Any]:
+                    ) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         info = hub.queue.catalogs.current(s)["object_info"]
     return {class_type: info[class_type]} if class_type in info else {}

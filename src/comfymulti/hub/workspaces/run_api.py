@@ -87,13 +87,13 @@ def _has_input(hub: HubContext, me: User, name: str) -> bool:
 
 @router.get("/api/prompt")
 def get_prompt(me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
-                     ) -> dict[str, Any]:
+               ) -> dict[str, Any]:
     return {"exec_info": {"queue_remaining": hub.queue.remaining(me.id)}}
 
 
 @router.get("/api/queue")
 def get_queue(me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
-                    ) -> dict[str, Any]:
+              ) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         jobs = s.scalars(workspace_jobs(me).where(
             Job.state.in_([str(x) for x in (JobState.QUEUED, *HELD)])).order_by(Job.seq)).all()
@@ -151,8 +151,8 @@ def _events(s: Any, job_ids: list[str]) -> dict[str, list[JobEvent]]:
 @router.get("/api/history")
 def get_history(max_items: int | None = Query(None, ge=0, le=_SQL_INT_MAX),
                 offset: int = Query(0, ge=0, le=_SQL_INT_MAX),
-                      me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
-                      ) -> dict[str, Any]:
+                me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
+                ) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         stmt = workspace_jobs(me).where(Job.state.in_([str(t) for t in TERMINAL]))
         if max_items is not None and offset == 0:
@@ -167,7 +167,7 @@ def get_history(max_items: int | None = Query(None, ge=0, le=_SQL_INT_MAX),
 
 @router.get("/api/history/{prompt_id}")
 def get_history_one(prompt_id: str, me: User = Depends(workspace_owner),
-                          hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+                    hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
         job = s.scalar(workspace_jobs(me).where(Job.id == prompt_id))
         if job is None or job.state not in TERMINAL:
@@ -205,10 +205,10 @@ def _etas(hub: HubContext, me: User, jobs: list[Job]) -> dict[str, tuple[int, fl
 
 @router.get("/api/jobs")
 def list_jobs(status: str | None = None, limit: int | None = Query(None),
-                    offset: int = Query(0), sort_by: str = "created_at",
-                    sort_order: str = "desc", workflow_id: str | None = None,
-                    me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
-                    ) -> Response:
+              offset: int = Query(0), sort_by: str = "created_at",
+              sort_order: str = "desc", workflow_id: str | None = None,
+              me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
+              ) -> Response:
     wanted = status.split(",") if status else list(STATES_FOR)
     if not set(wanted) <= set(STATES_FOR):
         return comfy_message(f"invalid status: {status}", 400)
@@ -253,7 +253,7 @@ def _jobs_page(hub: HubContext, me: User, states: list[str], workflow_id: str | 
 
 @router.get("/api/jobs/{job_id}")
 def get_job(job_id: str, me: User = Depends(workspace_owner),
-                  hub: HubContext = Depends(get_hub)) -> Response:
+            hub: HubContext = Depends(get_hub)) -> Response:
     with transaction(hub.factory) as s:
         job = s.scalar(workspace_jobs(me).where(Job.id == job_id))
         if job is None:
@@ -269,7 +269,7 @@ def get_job(job_id: str, me: User = Depends(workspace_owner),
 
 @router.post("/api/jobs/{job_id}/cancel")
 def cancel_job(job_id: str, me: User = Depends(workspace_owner),
-                     hub: HubContext = Depends(get_hub)) -> dict[str, bool]:
+               hub: HubContext = Depends(get_hub)) -> dict[str, bool]:
     with transaction(hub.factory) as s:
         job = s.scalar(workspace_jobs(me).where(Job.id == job_id))
     if job is None:
