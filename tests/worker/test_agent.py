@@ -225,23 +225,28 @@ class CountingHub(HubClient):
         await super().preview(job_id, lease_id, frame, node)
 
 
-async def test_previews_are_rate_limited_and_progress_relayed(setup, make_comfy) -> None:
-    _harness, url, api, token = setup()
-    fake = make_comfy(models={"checkpoints": ["m.safetensors"]}, progress_steps=20,
-                      node_seconds_by_type={"KSampler": 1.0})
-    prompt = {
+def _sampler_prompt(batch: int, output_id: str, output: dict) -> dict:
+    """A 20-step KSampler on a `batch` of latents, decoded into `output`."""
+    return {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m.safetensors"}},
         "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
         "3": {"class_type": "EmptyLatentImage",
-              "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+              "inputs": {"width": 64, "height": 64, "batch_size": batch}},
         "4": {"class_type": "KSampler", "inputs": {
             "model": ["1", 0], "seed": 1, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
             "scheduler": "normal", "positive": ["2", 0], "negative": ["2", 0],
             "latent_image": ["3", 0], "denoise": 1.0}},
         "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
-        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0],
-                                                    "filename_prefix": "t/k"}},
+        output_id: output,
     }
+
+
+async def test_previews_are_rate_limited_and_progress_relayed(setup, make_comfy) -> None:
+    _harness, url, api, token = setup()
+    fake = make_comfy(models={"checkpoints": ["m.safetensors"]}, progress_steps=20,
+                      node_seconds_by_type={"KSampler": 1.0})
+    prompt = _sampler_prompt(1, "6", {"class_type": "SaveImage", "inputs": {
+        "images": ["5", 0], "filename_prefix": "t/k"}})
     try:
         async with RunningAgent(url, token, fake.url, "w1", preview_fps=4,
                                 hub_class=CountingHub) as running:
@@ -266,18 +271,8 @@ async def test_output_frames_are_relayed_in_order_while_sampler_previews_are_thr
     _harness, url, api, token = setup()
     fake = make_comfy(models={"checkpoints": ["m.safetensors"]}, progress_steps=20,
                       node_seconds_by_type={"KSampler": 1.0})
-    prompt = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m.safetensors"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["1", 1]}},
-        "3": {"class_type": "EmptyLatentImage",
-              "inputs": {"width": 64, "height": 64, "batch_size": 4}},
-        "4": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "seed": 1, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
-            "scheduler": "normal", "positive": ["2", 0], "negative": ["2", 0],
-            "latent_image": ["3", 0], "denoise": 1.0}},
-        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
-        "ws": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["5", 0]}},
-    }
+    prompt = _sampler_prompt(4, "ws", {"class_type": "SaveImageWebsocket",
+                                       "inputs": {"images": ["5", 0]}})
     try:
         async with RunningAgent(url, token, fake.url, "w1", preview_fps=4,
                                 hub_class=CountingHub) as running:
