@@ -157,3 +157,14 @@ def test_users_create_hashes_before_it_locks_and_leaves_nothing_when_interrupted
     assert len(calls) == 5
     assert sorted(p.name for p in (tmp_path / "data" / "users").iterdir()) == [
         f"user00{i}" for i in range(1, 6)]
+
+
+def test_usage_mistakes_are_the_usage_and_one_line_exit_2(tmp_path: Path) -> None:
+    """A mistyped command or a bad value is a person's mistake: usage plus one error line,
+    exit 2, never a traceback."""
+    for args in (["users", "lst"], ["users", "create", "--count", "abc"],
+                 ["queue", "policy", "bogus"], ["--no-such-option"]):
+        r = run(*args, cwd=tmp_path)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and "Usage:" in r.stderr, (args, r.stderr)
+        assert len([line for line in r.stderr.splitlines() if line.startswith("Error")]) == 1
