@@ -1,0 +1,115 @@
+"""The `comfymulti` command: thin commands that call services and print; one error exit.
+
+Each group of commands lives in its own module and is added to `app` here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from comfymulti import __version__
+from comfymulti.cli.accounts import queue_app, templates_app, users_app, workers_app
+from comfymulti.cli.backup import backup_app, restore_cmd
+from comfymulti.cli.console import err, factory, out
+from comfymulti.config import write_config
+from comfymulti.db import transaction
+from comfymulti.errors import ComfyMultiError
+from comfymulti.hub.services import users as user_service
+from comfymulti.invocation import settings, state
+from comfymulti.queue.jobs import Role
+from comfymulti.worker.command import worker
+
+app = typer.Typer(help="ComfyMulti: multi-user ComfyUI for workshops.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.add_typer(users_app, name="users")
+app.add_typer(workers_app, name="workers")
+app.add_typer(queue_app, name="queue")
+app.add_typer(templates_app, name="templates")
+app.add_typer(backup_app, name="backup")
+app.command("restore")(restore_cmd)
+app.command("worker")(worker)
+
+
+@app.callback()
+def _root(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Config file (env: COMFYMULTI_CONFIG).", show_default=False,
+    )] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+) -> None:
+    state.config = config
+    state.verbose = verbose
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(help="Folder for config and data.")]) -> None:
+    """Write DIRECTORY/comfymulti.toml (fresh secrets, data folder inside) and create the DB."""
+    path = write_config(directory)
+    state.config = path
+    factory()
+    out.print(f"Wrote {path}. Start the hub with:\n  comfymulti --config {path} serve")
+
+
+def ensure_admin(factory, url: str) -> None:  # type: ignore[no-untyped-def]
+    """On first start, create an admin account and print its password once."""
+    from sqlalchemy import select
+
+    from comfymulti.models import User
+
+    with transaction(factory) as s:
+        if s.scalar(select(User.id).where(User.role == str(Role.ADMIN))) is not None:
+            return
+        _, password = user_service.create_user(s, settings().data_dir, "admin", Role.ADMIN)
+    out.print(f"\nFirst start: created admin account.\n  URL:      {url}/\n"
+              f"  user:     admin\n  password: {password}\n"
+              "This password is shown only now; reset it with "
+              "'comfymulti users reset-password admin'.\n")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (config: hub.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (config: hub.port).")] = None,
+) -> None:
+    """Run the hub in the foreground; stops cleanly on SIGTERM or Ctrl-C."""
+    from comfymulti import log
+    from comfymulti.hub import server
+    from comfymulti.hub.app import create_app
+
+    cfg = settings()
+    if host:
+        cfg.hub.host = host
+    if port:
+        cfg.hub.port = port
+    log.setup(state.verbose)
+    application = create_app(cfg)
+    ensure_admin(application.state.hub.factory, cfg.public_url)
+    out.print(f"ComfyMulti hub on {cfg.public_url}/  (data: {cfg.data_dir})")
+    server.serve(application, cfg.hub.host, cfg.hub.port, cfg.hub.header_timeout)
+
+
+def main() -> None:
+    """Entry point: run the app and turn our errors into one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except ComfyMultiError as exc:
+        err.print(f"error: {exc.message}", markup=False, highlight=False)
+        if state.verbose:
+            err.print_exception()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: a line and the usage, exit 2
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]

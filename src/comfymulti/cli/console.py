@@ -1,0 +1,34 @@
+"""What every command shares: the two consoles, the database of the chosen config, reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from sqlalchemy.orm import Session, sessionmaker
+
+from comfymulti.db import make_engine, migrate, session_factory
+from comfymulti.invocation import settings
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
+
+
+def factory() -> sessionmaker[Session]:
+    """Sessions on the configured database, migrated to the current schema."""
+    engine = make_engine(settings().database_url)
+    migrate(engine)
+    return session_factory(engine)
+
+
+def print_report(report: Any, as_json: bool, text: str) -> None:
+    """A dataclass report: one JSON object for scripts, else a line a person reads."""
+    if as_json:
+        out.print(json.dumps(dataclasses.asdict(report), ensure_ascii=False), markup=False)
+    else:
+        out.print(text, markup=False)
