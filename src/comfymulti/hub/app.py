@@ -20,6 +20,7 @@ from comfymulti.events import EventBus
 from comfymulti.hub.api import admin, health, jobs, templates, worker
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services.auth import PasswordChecks
+from comfymulti.hub.services.credentials import Credentials
 from comfymulti.hub.web import errors, openapi
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.web.viewcache import ViewCache
@@ -53,7 +54,7 @@ def build_context(settings: Settings) -> HubContext:
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
                      login_limiter=RateLimiter(), run=run, probe=Offload(2),
-                     job_lists=ViewCache(),
+                     job_lists=ViewCache(), credentials=Credentials(engine, factory),
                      password_checks=PasswordChecks(os.cpu_count() or 2))
 
     def jobs_by_state() -> dict[str, int]:

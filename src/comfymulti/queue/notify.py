@@ -6,6 +6,7 @@ touches the event loop is handed to it."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,8 +33,15 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Bumped by every change this hub makes to the queue; cached views are keyed by it.
         self.changes = 0
-        # Bumped by every change to a user's jobs: views of them are cached against it.
+        # A fresh stamp on every change to a user's jobs: views of them are cached against
+        # it. Stamps are unique (not `+= 1`, which two threads can turn into one increment),
+        # so a view cached before any change never matches again.
         self.user_versions: defaultdict[int, int] = defaultdict(int)
+        self._stamps = itertools.count(1)
+
+    def jobs_changed(self, user_id: int) -> None:
+        """The user's jobs changed: cached views of them are stale. Safe from any thread."""
+        self.user_versions[user_id] = next(self._stamps)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The hub's loop: long-polls wait on it, and notifications from the threads that do
@@ -56,7 +64,7 @@ class Notifier:
         first change, so thousands of sockets never mean thousands of counts. Safe from any
         thread."""
         self.changes += 1
-        self.user_versions[user_id] += 1
+        self.jobs_changed(user_id)
         on_loop(self._loop, self._schedule_status, user_id)
 
     def _schedule_status(self, user_id: int) -> None:

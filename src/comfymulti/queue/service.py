@@ -163,7 +163,7 @@ class JobQueue:
         files stay in the user's folder; the ids may be used again."""
         with transaction(self.factory) as s:
             gone = store.delete_finished(s, user.id, job_ids)
-        self.notify.user_versions[user.id] += 1
+        self.notify.jobs_changed(user.id)
         return gone
 
     def run_next(self, job: Job) -> None:
@@ -325,7 +325,7 @@ class JobQueue:
                 fresh.append(ev)
             user_id, client_id = job.user_id, job.client_id
         if fresh:
-            self.notify.user_versions[user_id] += 1  # states and outputs in the job list moved on
+            self.notify.jobs_changed(user_id)  # states and outputs in the job list moved on
         for ev in fresh:
             if ev["type"] == "executing":
                 if ev["data"].get("node") is None:

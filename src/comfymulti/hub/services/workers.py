@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any
@@ -11,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from comfymulti.catalog.codec import catalog_hash, pack
 from comfymulti.db import insert_new
-from comfymulti.errors import InvalidInput, NotFound, QuotaExceeded, Unauthorized
+from comfymulti.errors import InvalidInput, NotFound, QuotaExceeded
 from comfymulti.hub.services.auth import WORKER_TOKEN_PREFIX, new_token, token_hash
 from comfymulti.models import Catalog, Worker, WorkerToken
 from comfymulti.protocol import RegisterRequest
@@ -40,11 +41,10 @@ def revoke_token(s: Session, token_id_or_name: str) -> int:
     return len(tokens)
 
 
-def authenticate(s: Session, token: str) -> WorkerToken:
+def authenticate(s: Session, token: str) -> tuple[WorkerToken, float] | None:
+    """The live worker token with this value and until when it counts, or None."""
     row = s.scalar(select(WorkerToken).where(WorkerToken.token_hash == token_hash(token)))
-    if row is None or row.revoked_at is not None:
-        raise Unauthorized("unknown or revoked worker token")
-    return row
+    return None if row is None or row.revoked_at is not None else (row, math.inf)
 
 
 def register(s: Session, token: WorkerToken, req: RegisterRequest, *, cap: int = 0,
