@@ -54,12 +54,10 @@ async def publish(request: Request, hub: HubContext = Depends(get_hub)) -> dict[
                                    hub.settings.files.max_upload_bytes)
     image = _decode(body.thumbnail) if body.thumbnail else None
 
-    def write() -> str:
-        path = templates.publish(hub.settings, body.name, json.dumps(body.workflow).encode())
-        templates.set_details(hub.settings, path.name, body.title, body.description, image)
-        return path.name
-
-    name = await hub.run(write)
+    path = await hub.run(lambda: templates.publish(
+        hub.settings, body.name, json.dumps(body.workflow).encode(), title=body.title,
+        description=body.description, thumbnail_bytes=image))
+    name = path.name
     hub.queue.notify.changed()
     return {"name": name, "path": templates.PREFIX + name, "thumbnail": image is not None}
 

@@ -171,8 +171,10 @@ def template_for(settings: Settings, userdata_name: str) -> Path | None:
     return path if path.is_file() and not path.is_symlink() else None
 
 
-def publish(settings: Settings, name: str, content: bytes) -> Path:
-    """Write (or replace) a template atomically; it must be a workflow JSON object."""
+def publish(settings: Settings, name: str, content: bytes, *, title: str | None = None,
+            description: str = "", thumbnail_bytes: bytes | None = None) -> Path:
+    """Write (or replace) a template atomically; it must be a workflow JSON object. With a
+    title, also its details and thumbnail, all checked before anything is written."""
     name = _check_name(name)
     try:
         data = json.loads(content)
@@ -180,7 +182,12 @@ def publish(settings: Settings, name: str, content: bytes) -> Path:
         raise InvalidInput(f"template is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not ("nodes" in data or "prompt" in data):
         raise InvalidInput("template must be a ComfyUI workflow (a JSON object with 'nodes')")
-    return _write_atomic(settings.templates_dir, name, content)
+    if thumbnail_bytes is not None:
+        _image_kind(thumbnail_bytes)
+    path = _write_atomic(settings.templates_dir, name, content)
+    if title is not None:
+        set_details(settings, name, title, description, thumbnail_bytes)
+    return path
 
 
 def remove(settings: Settings, name: str) -> None:
