@@ -12,19 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import logging
 import string
 import uuid
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from sqlalchemy.exc import SQLAlchemyError
 
 from comfymulti import __version__
 from comfymulti.errors import ComfyMultiError, NotFound, Unauthorized
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import dashboard
 from comfymulti.hub.web.access import (
-    current_user,
     get_hub,
     identity_of,
     require_instructor,
@@ -32,6 +33,8 @@ from comfymulti.hub.web.access import (
 )
 from comfymulti.hub.workspaces.sockets import SocketLimit, Sockets
 from comfymulti.models import User
+
+log = logging.getLogger("comfymulti.hub")
 
 router = APIRouter(tags=["admin"])
 
@@ -56,8 +59,7 @@ async def page(request: Request, hub: HubContext = Depends(get_hub)) -> Response
 
 
 @router.get("/admin/static/{name}", include_in_schema=False)
-async def asset(name: str, _me: User = Depends(current_user),
-                _staff: User = Depends(require_instructor)) -> FileResponse:
+async def asset(name: str, _staff: User = Depends(require_instructor)) -> FileResponse:
     if name not in _FILES:
         raise NotFound("no such file")
     return FileResponse(ASSETS / name, media_type=_FILES[name],
@@ -85,8 +87,11 @@ async def live(websocket: WebSocket) -> None:
         try:
             while not reader.done():
                 changed = asyncio.create_task(hub.queue.notify.dashboards.wait())
-                view = await hub.run(dashboard.snapshot, hub)
-                await websocket.send_json({"type": "snapshot", "data": view})
+                try:
+                    view = await hub.run(dashboard.snapshot, hub)
+                    await websocket.send_json({"type": "snapshot", "data": view})
+                except SQLAlchemyError:  # a busy database: the next change or tick retries
+                    log.warning("dashboard view not sent", exc_info=True)
                 await asyncio.wait({changed, reader}, timeout=dashboard.TICK,
                                    return_when=asyncio.FIRST_COMPLETED)
                 changed.cancel()

@@ -78,7 +78,7 @@ def default_workflow(settings: Settings) -> str | None:
     """The template new participants open with (its file name), if the organiser chose one
     that still exists."""
     chosen = _index(settings).get("default")
-    return chosen if chosen and (settings.templates_dir / chosen).is_file() else None
+    return chosen if chosen in {p.name for p in list_templates(settings)} else None
 
 
 def set_default(settings: Settings, name: str | None) -> str | None:
@@ -103,17 +103,14 @@ def reorder(settings: Settings, names: list[str]) -> list[str]:
     return order
 
 
-def set_details(settings: Settings, name: str, title: str = "", description: str = "",
-                thumbnail_bytes: bytes | None = None) -> None:
-    """Title, description and (optionally) a thumbnail image for a published template."""
-    name = _check_name(name)
-    if not (settings.templates_dir / name).is_file():
-        raise NotFound(f"no template {name!r}")
-    if thumbnail_bytes is not None:
-        kind = _image_kind(thumbnail_bytes)
-        folder = settings.templates_dir / THUMBNAILS
+def _set_details(settings: Settings, name: str, title: str, description: str,
+                 thumbnail_file: tuple[bytes, str] | None) -> None:
+    """Title, description and (bytes, kind) of a new thumbnail for a template just written."""
+    if thumbnail_file is not None:
+        data, kind = thumbnail_file
         _drop_thumbnail(settings, name)
-        _write_atomic(folder, f"{name.removesuffix('.json')}.{kind}", thumbnail_bytes)
+        _write_atomic(settings.templates_dir / THUMBNAILS,
+                      f"{name.removesuffix('.json')}.{kind}", data)
     meta = _index(settings)["meta"]
     meta[name] = {"title": title.strip(), "description": description.strip()}
     _update_index(settings, meta=meta)
@@ -182,11 +179,10 @@ def publish(settings: Settings, name: str, content: bytes, *, title: str | None 
         raise InvalidInput(f"template is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or not ("nodes" in data or "prompt" in data):
         raise InvalidInput("template must be a ComfyUI workflow (a JSON object with 'nodes')")
-    if thumbnail_bytes is not None:
-        _image_kind(thumbnail_bytes)
+    image = None if thumbnail_bytes is None else (thumbnail_bytes, _image_kind(thumbnail_bytes))
     path = _write_atomic(settings.templates_dir, name, content)
     if title is not None:
-        set_details(settings, name, title, description, thumbnail_bytes)
+        _set_details(settings, name, title, description, image)
     return path
 
 

@@ -6,7 +6,6 @@ const $ = (id) => document.getElementById(id);
 let skew = 0; // hub clock minus ours, in seconds
 const shown = {}; // panel -> JSON of the data it shows (a panel is redrawn only on change)
 const selected = new Set(); // users ticked for new cards
-let view = null;
 
 const now = () => Date.now() / 1000 + skew;
 
@@ -237,7 +236,6 @@ function drawAnnouncements(list) {
 }
 
 function render(v) {
-  view = v;
   skew = v.now - Date.now() / 1000;
   redraw("health", v.health, drawHealth);
   redraw("queue", v.queue, drawQueue);
