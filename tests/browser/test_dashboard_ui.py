@@ -64,6 +64,8 @@ def test_dashboard_live_actions_reach_workspaces(stack, page) -> None:
     harness, url, processes = stack
     browser = page.context.browser
     admin = browser.new_context(viewport=VIEWPORT).new_page()
+    errors: list[str] = []
+    admin.on("pageerror", lambda e: errors.append(str(e)))
     admin.goto(url + "/")
     admin.fill("#username", "admin")
     admin.fill("#password", harness.passwords["admin"])
@@ -135,7 +137,7 @@ def test_dashboard_live_actions_reach_workspaces(stack, page) -> None:
     other = browser.new_context(viewport=VIEWPORT).new_page()
     login(other, url, harness, "user003")
     admin.fill("#announce-text", "Lunch at 12:30 in the hall")
-    admin.get_by_role("button", name="Send").click()
+    admin.keyboard.press("Enter")  # forms work from the keyboard
     other.get_by_text("Lunch at 12:30 in the hall").first.wait_for(timeout=10_000)
     other.screenshot(path=SCREENSHOTS / "user003-announcement.png")
     admin.locator("#announcements-list li", has_text="Lunch at 12:30").wait_for()
@@ -152,4 +154,5 @@ def test_dashboard_live_actions_reach_workspaces(stack, page) -> None:
     cards = admin.frame_locator("#output-cards")
     cards.get_by_text("user002").wait_for(timeout=10_000)
     admin.locator("#output").screenshot(path=SCREENSHOTS / "admin-cards.png")
+    assert errors == []
     assert unexpected(page.failures) == [], page.failures

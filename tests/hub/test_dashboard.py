@@ -240,3 +240,19 @@ def test_accounts_batch_cards_disable_and_tokens(hub) -> None:
     assert client.get("/api/v1/jobs", headers=bearer).status_code == 200
     assert client.delete("/admin/api/users/user003/tokens", headers=admin).json()["revoked"] == 1
     assert client.get("/api/v1/jobs", headers=bearer).status_code == 401
+
+
+def test_no_eta_is_shown_while_no_gpu_is_online(hub) -> None:
+    harness, client = hub
+    harness.user("boss", Role.ADMIN)
+    harness.user("user002")
+    give_catalog(harness, tiny_catalog())
+    client.post("/api/v1/jobs", json={"prompt": simple_prompt()}, headers=harness.bearer("user002"))
+    admin = harness.bearer("boss")
+    job, = client.get("/admin/api/dashboard", headers=admin).json()["queue"]
+    assert job["eta_seconds"] is not None
+    with transaction(harness.ctx.factory) as s:
+        s.execute(update(Worker).values(last_seen=time.time() - 3600))
+    harness.ctx.queue.notify.changed()
+    job, = client.get("/admin/api/dashboard", headers=admin).json()["queue"]
+    assert job["eta_seconds"] is None

@@ -46,9 +46,12 @@ def snapshot(hub: HubContext) -> dict[str, Any]:
                               .order_by(Job.leased_at)))
         queued_at = dict(s.execute(select(Job.id, Job.created_at)
                                    .where(Job.state == str(JobState.QUEUED))).all())
+        health = _health(hub, s, workers, queued_at, now)
+        if not health["workers_online"]:
+            etas = {}  # no GPU to run anything: an ETA would be a guess
         view = {
             "now": now,
-            "health": _health(hub, s, workers, queued_at, now),
+            "health": health,
             "queue": _queue(names, workers, held, order, etas, queued_at),
             "workers": _workers(s, workers, held, names, window, today, now),
             "users": _users(s, today),

@@ -143,7 +143,8 @@ function drawQueue(rows) {
     return el("tr", {dataset: {job: j.id}},
       el("td", {}, j.position ?? ""), el("td", {}, j.user),
       el("td", {className: `state-${j.state}`}, state), el("td", {}, j.worker ?? ""),
-      el("td", {}, j.eta_seconds == null ? "" : `~${span(j.eta_seconds)}`),
+      el("td", {}, j.eta_seconds != null ? `~${span(j.eta_seconds)}`
+                   : (j.state === "queued" ? "no GPU online" : "")),
       el("td", {}, since(j.created_at, "")), actions);
   }));
 }
