@@ -111,6 +111,13 @@ class JobQueue:
         self.notify.wake_workers()
         return chosen
 
+    def set_paused(self, paused: bool) -> bool:
+        """Pause or resume handing out jobs (the hub reads it at every dispatch)."""
+        with transaction(self.factory) as s:
+            store.set_dispatch_paused(s, paused)
+        self.notify.wake_workers()
+        return paused
+
     @property
     def online_window(self) -> float:
         return self.settings.online_window
@@ -226,7 +233,7 @@ class JobQueue:
         now = time.time()
         with transaction(self.factory) as s:
             worker = s.get(Worker, worker_id)
-            if worker is None or worker.draining:
+            if worker is None or worker.draining or store.dispatch_paused(s):
                 return None
             index = self.catalogs.index(s, worker.catalog_hash)
             if index is None:
