@@ -27,6 +27,7 @@ def _sessions(config: Path) -> sessionmaker[Session]:
 def _register(config: Path, name: str, *, seen_ago: float, draining: bool) -> None:
     with transaction(_sessions(config)) as s:
         token = workers.authenticate(s, workers.create_token(s, f"token-{name}"))
+        assert token is not None
         worker, _ = workers.register(s, token, RegisterRequest(name=name, gpu="H100"))
         worker.last_seen = time.time() - seen_ago
         worker.draining = draining

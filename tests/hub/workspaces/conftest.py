@@ -34,9 +34,8 @@ def give_catalog(harness: Any, catalog: dict[str, Any] | None = None,
 
     catalog = catalog or _CATALOG
     with transaction(harness.ctx.factory) as s:
-        found = workers.authenticate(s, harness.worker_token())
-        assert found is not None
-        token = found[0]
+        token = workers.authenticate(s, harness.worker_token())
+        assert token is not None
         worker, _ = workers.register(s, token, RegisterRequest(
             name=name, catalog_hash=catalog_hash(catalog), gpu="Fake GPU",
             vram_total=80 * 2**30, comfyui_version="0.33.0"))

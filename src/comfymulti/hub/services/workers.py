@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from typing import Any
@@ -41,10 +40,10 @@ def revoke_token(s: Session, token_id_or_name: str) -> int:
     return len(tokens)
 
 
-def authenticate(s: Session, token: str) -> tuple[WorkerToken, float] | None:
-    """The live worker token with this value and until when it counts, or None."""
+def authenticate(s: Session, token: str) -> WorkerToken | None:
+    """The live worker token with this value, or None."""
     row = s.scalar(select(WorkerToken).where(WorkerToken.token_hash == token_hash(token)))
-    return None if row is None or row.revoked_at is not None else (row, math.inf)
+    return None if row is None or row.revoked_at is not None else row
 
 
 def register(s: Session, token: WorkerToken, req: RegisterRequest, *, cap: int = 0,

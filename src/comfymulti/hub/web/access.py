@@ -210,8 +210,12 @@ def _bearer(request: Request) -> str:
 
 async def worker_token(request: Request, hub: HubContext = Depends(get_hub)) -> WorkerToken:
     value = _bearer(request)
-    token = await hub.run(hub.credentials.lookup, "worker", token_hash(value),
-                          lambda s: workers.authenticate(s, value))
+
+    def load(s: Session) -> tuple[WorkerToken, float] | None:
+        token = workers.authenticate(s, value)
+        return None if token is None else (token, math.inf)
+
+    token = await hub.run(hub.credentials.lookup, "worker", token_hash(value), load)
     if token is None:
         raise Unauthorized("unknown or revoked worker token")
     return token
