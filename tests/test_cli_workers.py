@@ -39,7 +39,7 @@ def test_workers_list_shows_offline_with_last_seen_and_forget_takes_offline_only
     config.write_text('data_dir = "data"\n')
     # Drained and stopped an hour ago (or deleted without SIGTERM): offline, not "draining".
     _register(config, "gpu-gone", seen_ago=3600, draining=True)
-    _register(config, "gpu-up", seen_ago=1, draining=False)
+    _register(config, "gpu-up", seen_ago=5, draining=False)
     cfg = ["--config", str(config)]
     listing = run(*cfg, "workers", "list", env=WIDE)
     assert listing.returncode == 0, listing.stderr
