@@ -190,7 +190,6 @@ def bootstrap(settings: Settings, node: NodeSettings, config: Path,
             changed, outcome = step(n)
         except (ComfyMultiError, OSError) as exc:
             reason = exc.message if isinstance(exc, ComfyMultiError) else str(exc)
-            log.error("step %s failed: %s", name, reason)
             raise NodeError(f"node bootstrap stopped at step {name!r}: {reason}; rerun "
                             "'comfymulti node bootstrap' once fixed (done steps are kept)"
                             ) from exc
