@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import httpx
@@ -60,8 +61,11 @@ class _Node:
         self.settings, self.node, self.config, self.report = settings, node, config, report
         self._store = store
         self.model_paths = settings.data_dir / "extra_model_paths.yaml"
-        self.units = units.render(settings, node, config, self.model_paths)
         self.unit_state = units.UnitState(settings.data_dir / "node-units.json")
+
+    @cached_property
+    def units(self) -> dict[str, str]:
+        return units.render(self.settings, self.node, self.config, self.model_paths)
 
     @property
     def store(self) -> ObjectStore:
