@@ -59,5 +59,7 @@ def bootstrap_cmd(
                           ) from None
     report = bootstrap(settings(), node, config.resolve())
     lines = [f"{s.name}: {s.outcome}" for s in report.steps]
+    changed = ", ".join(report.changed) or "nothing"
     print_report(report, as_json, "\n".join([*lines, f"node ready in {report.seconds:.1f} s; "
+                                             f"changed: {changed}; "
                                              f"{report.downloaded_bytes} bytes downloaded"]))
