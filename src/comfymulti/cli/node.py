@@ -28,6 +28,8 @@ def bootstrap_cmd(
     models_dir: Annotated[str | None, _option("models_dir")] = None,
     comfyui_dir: Annotated[str | None, _option("comfyui_dir")] = None,
     comfyui_python: Annotated[str | None, _option("comfyui_python")] = None,
+    comfyui_repo: Annotated[str | None, _option("comfyui_repo")] = None,
+    comfyui_ref: Annotated[str | None, _option("comfyui_ref")] = None,
     fstab: Annotated[str | None, _option("fstab")] = None,
     unit_dir: Annotated[str | None, _option("unit_dir")] = None,
     systemctl: Annotated[str | None, _option("systemctl")] = None,

@@ -12,7 +12,7 @@ import pytest
 
 from comfymulti.config import load_settings
 from comfymulti.errors import ConfigError, NodeError
-from comfymulti.ops.node import mounts, units
+from comfymulti.ops.node import comfyui, mounts, units
 from comfymulti.ops.node.settings import NodeSettings
 
 ODD = "odd dir $HOME %k 'q' \"d\" \\b"
@@ -81,3 +81,33 @@ def test_a_program_path_systemd_cannot_run_is_refused_by_name(tmp_path: Path) ->
     node = NodeSettings(comfyui_python=str(tmp_path / ODD / "python"))
     with pytest.raises(ConfigError, match=r"systemd cannot run a program whose path holds"):
         units.render(load_settings(None), node, tmp_path / "c.toml", tmp_path / "m.yaml")
+
+
+def git(repo: Path, *args: str) -> None:
+    sh("git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org", *args)
+
+
+def test_comfyui_is_cloned_at_its_tag_into_its_own_venv_once(tmp_path: Path) -> None:
+    source = tmp_path / "ComfyUI-source"
+    source.mkdir()
+    git(source, "init", "--quiet")
+    (source / "main.py").write_text("# release\n")
+    (source / "requirements.txt").write_text("# nothing to fetch\n")
+    git(source, "add", ".")
+    git(source, "commit", "--quiet", "-m", "release")
+    git(source, "tag", "v9.9.9")
+    (source / "main.py").write_text("# later work\n")
+    git(source, "commit", "--quiet", "-am", "later")
+    folder = tmp_path / "opt" / "ComfyUI"
+    node = NodeSettings(comfyui_dir=str(folder), comfyui_repo=f"file://{source}",
+                        comfyui_ref="v9.9.9")
+    (tmp_path / "opt" / ".ComfyUI.cloning").mkdir(parents=True)  # a clone cut short before
+
+    assert comfyui.ensure(node) == (True, f"cloned v9.9.9 into {folder}; installed its "
+                                          f"requirements into {folder / '.venv'}")
+    assert (folder / "main.py").read_text() == "# release\n"
+    assert Path(node.python_for_comfyui).is_file()
+    assert comfyui.ensure(node) == (False, f"{folder} ready")
+
+    with pytest.raises(NodeError, match=r"no .*main\.py and no --comfyui-repo"):
+        comfyui.ensure(NodeSettings(comfyui_dir=str(tmp_path / "none"), comfyui_repo=""))

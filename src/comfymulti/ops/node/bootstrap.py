@@ -24,7 +24,7 @@ from comfymulti.ops.backup.cache import Cache
 from comfymulti.ops.backup.restore import LOCAL, REMOTE, RestoreReport, restore
 from comfymulti.ops.backup.s3 import ObjectStore
 from comfymulti.ops.backup.sources import get_set
-from comfymulti.ops.node import mounts, units
+from comfymulti.ops.node import comfyui, mounts, units
 from comfymulti.ops.node.settings import NodeSettings
 from comfymulti.ops.node.shell import run
 
@@ -131,22 +131,16 @@ def _models(n: _Node) -> tuple[bool, str]:
 
 
 def _comfyui(n: _Node) -> tuple[bool, str]:
-    main = Path(n.node.comfyui_dir) / "main.py"
-    python = Path(n.node.python_for_comfyui)
-    if not main.is_file():
-        raise NodeError(f"ComfyUI not found: no {main} (install ComfyUI there or pass "
-                        "--comfyui-dir)")
-    if not python.is_file():
-        raise NodeError(f"no Python at {python} to run ComfyUI (pass --comfyui-python)")
+    installed, outcome = comfyui.ensure(n.node)
     models = n.node.models_path
     folders = {p.name: p.name for p in sorted(models.iterdir()) if p.is_dir()}
     text = json.dumps({"comfymulti": {"base_path": str(models), "is_default": True, **folders}},
                       indent=1) + "\n"
     if n.model_paths.exists() and n.model_paths.read_text() == text:
-        return False, f"{main} found; model folders unchanged"
+        return installed, f"{outcome}; model folders unchanged"
     n.model_paths.parent.mkdir(parents=True, exist_ok=True)
     n.model_paths.write_text(text)
-    return True, f"{main} found; model folders {', '.join(folders) or 'none'} in {n.model_paths}"
+    return True, f"{outcome}; model folders {', '.join(folders) or 'none'} in {n.model_paths}"
 
 
 def _units(n: _Node) -> tuple[bool, str]:

@@ -25,7 +25,12 @@ class NodeSettings(BaseModel):
         "copy is taken before R2).")
     comfyui_dir: str = Field("/opt/ComfyUI", description="ComfyUI's folder (holds main.py).")
     comfyui_python: str = Field(
-        "", description="Python that runs ComfyUI (empty: COMFYUI_DIR/.venv/bin/python).")
+        "", description="Python that runs ComfyUI (empty: COMFYUI_DIR/.venv/bin/python, built "
+        "from ComfyUI's requirements.txt when missing).")
+    comfyui_repo: str = Field(
+        "https://github.com/Comfy-Org/ComfyUI.git",
+        description="Git repository ComfyUI is cloned from when COMFYUI_DIR has no main.py.")
+    comfyui_ref: str = Field("v0.33.0", description="ComfyUI release (tag) to clone.")
     fstab: str = Field("/etc/fstab", description="Where mounts are recorded for a restart.")
     unit_dir: str = Field("/etc/systemd/system", description="Where the systemd units go.")
     systemctl: str = Field("systemctl", description="The systemctl command.")
