@@ -1,7 +1,8 @@
 """The GPU machine's startup script: bash, ASCII only, run once by the provider on first boot.
 
 It writes the node's configuration (the worker token and the backup key inside, so the file is
-0600 and nothing is echoed), finds or installs comfymulti, then hands over to `comfymulti node
+0600 and nothing is echoed), installs the Debian packages missing (NFS client, git, venv), finds
+or installs comfymulti, then hands over to `comfymulti node
 bootstrap`, which does the real work and can be rerun by hand. Values reach bash only as
 single-quoted words or inside a quoted here-document, so no character in them is interpreted.
 """
@@ -34,7 +35,10 @@ cat >"$config" <<'{end}'
 {toml}
 {end}
 need=""
-{nfs}if ! command -v comfymulti >/dev/null 2>&1 && [ ! -x "$venv/bin/comfymulti" ]; then
+{nfs}if ! command -v git >/dev/null 2>&1; then
+  need="$need git"
+fi
+if ! python3 -c 'import ensurepip' 2>/dev/null; then
   need="$need python3-venv"
 fi
 if [ -n "$need" ]; then
