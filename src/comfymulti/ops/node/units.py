@@ -96,8 +96,10 @@ class UnitState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, dict[str, str]] = (
-            json.loads(path.read_text()) if path.exists() else {})
+        try:
+            self.data: dict[str, dict[str, str]] = json.loads(path.read_text())
+        except (OSError, ValueError):  # none yet, or cut short: reload and restart once more
+            self.data = {}
 
     def get(self, kind: str, unit: str) -> str | None:
         return self.data.get(kind, {}).get(unit)
