@@ -14,7 +14,9 @@
     ├── StorageError               500
     │   ├── RemoteUnavailable             (the object store cannot be reached or refuses us)
     │   └── IntegrityError                (a copy does not match the SHA-256 it was stored with)
-    └── ComfyUIError               500   (the worker's local ComfyUI failed or refused)
+    ├── ComfyUIError               500   (the worker's local ComfyUI failed or refused)
+    └── CloudError                 500   (the GPU cloud refused, failed or cannot be reached)
+        └── CloudUnavailable              (it kept failing or timing out; nothing was changed)
 
 Each class's docstring is its default message; callers catch families, never match strings.
 """
@@ -127,6 +129,18 @@ class ComfyUIError(ComfyMultiError):
     """ComfyUI did not answer or answered with an error."""
 
     error_type = "comfyui_error"
+
+
+class CloudError(ComfyMultiError):
+    """The GPU cloud refused or failed the request."""
+
+    error_type = "cloud_error"
+
+
+class CloudUnavailable(CloudError):
+    """The GPU cloud kept failing or timing out; try again later."""
+
+    error_type = "cloud_unavailable"
 
 
 def error_shape(type_: str, message: str, details: object = None) -> dict[str, object]:

@@ -1,0 +1,1 @@
+"""The GPU machine's side: the startup script that brings a node up."""
