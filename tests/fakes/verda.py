@@ -515,15 +515,18 @@ _ROUTES: dict[tuple[str, str], Callable[..., tuple[int, Any]]] = {
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    _now = 0
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def date_time_string(self, timestamp: float | None = None) -> str:
-        return formatdate(self.server.fake.now(), usegmt=True)
+        # The fake's clock, read once per request: the Date a client sees is the billing time.
+        return formatdate(self._now, usegmt=True)
 
     def _serve(self) -> None:
         fake = self.server.fake
+        self._now = fake.now()
         url = urlsplit(self.path)
         path = url.path.removeprefix("/v1")
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -546,7 +549,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "invalid_request", "Body is not JSON") from None
             with fake.lock:
                 status, answer = fake.handle(self.command, path, query, body or {}, bearer,
-                                             fake.now())
+                                             self._now)
         except ApiError as exc:
             status, answer, headers = exc.status, {"code": exc.code, "message": exc.message}, \
                 exc.headers

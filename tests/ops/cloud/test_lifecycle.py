@@ -1,0 +1,132 @@
+"""Days and seasons against the Verda test server, backups on the real S3 server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from comfymulti.db import transaction
+from comfymulti.errors import CloudError
+from comfymulti.models import CloudResource, Job, Worker
+from comfymulti.ops.backup.backup import run_backup
+from comfymulti.ops.backup.s3 import ObjectStore
+from comfymulti.ops.cloud import costs
+from comfymulti.ops.cloud.day import day_end, day_start
+from comfymulti.ops.cloud.season import season_end, season_start
+from tests.ops.cloud.conftest import Site, add_job
+
+DAY, NIGHT = 8 * 3600, 16 * 3600
+
+
+def seed_models(site: Site) -> dict[str, bytes]:
+    """Models backed up to R2 once; the SFS folder is then emptied (a new season's SFS)."""
+    models = {"checkpoints/ltx-2.safetensors": os.urandom(300_000),
+              "text_encoders/gemma.safetensors": os.urandom(200_000)}
+    for rel, data in models.items():
+        (site.sfs / "models" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site.sfs / "models" / rel).write_bytes(data)
+    run_backup(site.settings, "models", ObjectStore(site.settings.backup))
+    shutil.rmtree(site.sfs)
+    return models
+
+
+def test_a_simulated_week_leaves_nothing_billing_and_costs_match_the_ledger(site: Site) -> None:
+    models = seed_models(site)
+    site.do(season_start)
+    for rel, data in models.items():
+        assert (site.sfs / "models" / rel).read_bytes() == data
+    for _ in range(5):
+        site.do(day_start, 2)
+        live = site.fake.live_instances()
+        assert sorted(i["hostname"] for i in live) == ["comfymulti-gpu-1", "comfymulti-gpu-2"]
+        for inst in live:  # scratch and SFS attached, while it was offline, then started
+            attached = {v["name"] for v in site.fake.live_volumes()
+                        if v["instance_id"] == inst["id"] or {"id": inst["id"]} in v["instances"]}
+            assert {f"comfymulti-scratch-{inst['hostname'][-1]}", "comfymulti-sfs"} <= attached
+            assert inst["status"] == "running"
+        site.fake.advance(DAY)
+        site.do(day_end)
+        assert site.fake.live_instances() == []
+        assert {v["name"] for v in site.fake.live_volumes()} == {
+            "comfymulti-sfs", "comfymulti-scratch-1", "comfymulti-scratch-2"}
+        site.fake.advance(NIGHT)
+    site.do(season_end)
+
+    assert site.fake.live_instances() == [] and site.fake.live_volumes() == []
+    assert site.fake.billing() == []
+    with transaction(site.factory) as s:
+        report = costs.report(s, site.fake.now())
+        rows = s.scalars(select(CloudResource)).all()
+    assert len(rows) == 3 + 5 * 2 * 2  # SFS, 2 scratch; per day 2 instances + 2 OS disks
+    assert all(r.ended_at is not None for r in rows)
+    ledger = {c.resource_id: c.cost(site.fake.now()) for c in site.fake.ledger}
+    ours = {key.split(" (")[1].rstrip(")"): amount for key, amount in report.per_resource.items()}
+    assert ours.keys() == ledger.keys()
+    for rid, amount in ledger.items():
+        assert round(ours[rid], 2) == round(amount, 2), rid
+    assert round(report.total, 2) == round(site.fake.billed(), 2)
+    assert round(sum(report.per_day.values()), 2) == round(report.total, 2)
+    by_name: dict[str, list[float]] = {}
+    for charge in site.fake.ledger:
+        pair = by_name.setdefault(charge.name, [0.0, 0.0])
+        pair[0] += ours[charge.resource_id]
+        pair[1] += ledger[charge.resource_id]
+    print("\nresource | ours $ | ledger $")
+    for name, (mine, theirs) in sorted(by_name.items()):
+        print(f"{name} | {mine:.2f} | {theirs:.2f}")
+    print(f"total | {report.total:.2f} | {site.fake.billed():.2f}")
+
+
+def test_day_end_waits_for_a_running_job_and_prices_it(site: Site) -> None:
+    seed_models(site)
+    site.do(season_start)
+    site.do(day_start, 1)
+    job = add_job(site.factory, "comfymulti-gpu-1", "running")
+    ended = threading.Thread(target=site.do, args=(day_end,))
+    ended.start()
+    time.sleep(1.0)
+    assert ended.is_alive()
+    assert [i["hostname"] for i in site.fake.live_instances()] == ["comfymulti-gpu-1"]
+    with transaction(site.factory) as s:
+        assert s.scalar(select(Worker.draining).where(Worker.name == "comfymulti-gpu-1"))
+        row = s.scalar(select(Job).where(Job.id == job))
+        row.state, row.finished_at = "succeeded", time.time()
+    ended.join(30)
+    assert not ended.is_alive()
+    assert site.fake.live_instances() == []
+    with transaction(site.factory) as s:
+        report = costs.report(s, site.fake.now())
+    assert report.per_job[job] > 0 and report.per_user["user001"] == report.per_job[job]
+
+
+def test_day_end_with_a_failing_backup_deletes_nothing_and_says_why(site: Site) -> None:
+    seed_models(site)
+    site.do(season_start)
+    site.do(day_start, 1)
+    site.settings.backup.bucket = "no-such-bucket"
+    with pytest.raises(CloudError) as caught:
+        site.do(day_end)
+    message = caught.value.message
+    assert "backup 'node-state' failed" in message and "no instance was deleted" in message
+    assert "\n" not in message
+    assert [i["status"] for i in site.fake.live_instances()] == ["running"]
+    assert "comfymulti-gpu-1" in {c.name for c in site.fake.billing()}
+
+
+def test_season_end_refuses_while_a_model_is_not_in_r2_and_names_it(site: Site) -> None:
+    seed_models(site)
+    site.do(season_start)
+    (site.sfs / "models/loras").mkdir()
+    (site.sfs / "models/loras/new-style.safetensors").write_bytes(b"trained today")
+    with pytest.raises(CloudError) as caught:
+        site.do(season_end)
+    assert "models/loras/new-style.safetensors" in caught.value.message
+    assert "comfymulti-sfs" in {v["name"] for v in site.fake.live_volumes()}
+    run_backup(site.settings, "models", ObjectStore(site.settings.backup))
+    site.do(season_end)
+    assert site.fake.live_volumes() == []
