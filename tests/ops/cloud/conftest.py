@@ -4,6 +4,7 @@ with the hub when their instance boots (as `comfymulti worker` would)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ class Site:
     def env(self) -> dict[str, str]:
         """The same site for a `comfymulti` subprocess, through the environment."""
         cfg = self.settings.cloud
-        return {"COMFYMULTI_DATA_DIR": str(self.settings.data_dir),
+        return {**os.environ, "COMFYMULTI_DATA_DIR": str(self.settings.data_dir),
                 "COMFYMULTI_CLOUD__BASE_URL": cfg.base_url,
                 "COMFYMULTI_CLOUD__CLIENT_ID": cfg.client_id,
                 "COMFYMULTI_CLOUD__CLIENT_SECRET": cfg.client_secret.get_secret_value(),
