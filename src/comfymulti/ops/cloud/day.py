@@ -128,6 +128,7 @@ def _attach_and_start(c: Cloud, slot: int) -> None:
     cfg = c.cfg
     host = state.hostname(cfg, slot)
     inst = _settled(c, host)
+    _record(c, inst)  # a run killed between create and record left it unrecorded
     scratch = c.verda.find_volume(state.scratch_name(cfg, slot))
     sfs = c.verda.find_volume(state.sfs_name(cfg))
     if scratch is None or sfs is None:
