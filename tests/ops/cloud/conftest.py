@@ -4,6 +4,7 @@ with the hub when their instance boots (as `comfymulti worker` would)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -87,7 +88,14 @@ class Site:
                 "COMFYMULTI_CLOUD__CLIENT_SECRET": cfg.client_secret.get_secret_value(),
                 "COMFYMULTI_CLOUD__POLL_SECONDS": "0.02",
                 "COMFYMULTI_CLOUD__API_TIMEOUT": "2",
-                "COMFYMULTI_WORKER__TOKEN": WORKER_TOKEN}
+                "COMFYMULTI_CLOUD__SFS_MOUNT": cfg.sfs_mount,
+                "COMFYMULTI_WORKER__TOKEN": WORKER_TOKEN,
+                **{f"COMFYMULTI_BACKUP__{key.upper()}": str(value) for key, value in
+                   self.settings.backup.model_dump(mode="json", exclude={"sets"}).items()},
+                "COMFYMULTI_BACKUP__SECRET_ACCESS_KEY":
+                    self.settings.backup.secret_access_key.get_secret_value(),
+                "COMFYMULTI_BACKUP__SETS": json.dumps(
+                    self.settings.backup.model_dump(mode="json")["sets"])}
 
 
 @pytest.fixture
