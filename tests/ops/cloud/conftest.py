@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from comfymulti.cli import main
 from comfymulti.config import Settings, load_settings
 from comfymulti.db import make_engine, migrate, session_factory, transaction
+from comfymulti.invocation import state
 from comfymulti.models import Job, User, Worker, WorkerToken
 from comfymulti.ops.cloud.plan import Cloud, carry_out
 from comfymulti.ops.cloud.verda import Verda
@@ -96,6 +99,34 @@ class Site:
                     self.settings.backup.secret_access_key.get_secret_value(),
                 "COMFYMULTI_BACKUP__SETS": json.dumps(
                     self.settings.backup.model_dump(mode="json")["sets"])}
+
+
+@dataclass
+class Ran:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+            ) -> Callable[..., Ran]:
+    """`comfymulti cloud ARGS` in this process, through the CLI's own entry point (one error
+    exit), on the given settings."""
+
+    def run(settings: Settings, *args: str) -> Ran:
+        monkeypatch.setattr(state, "settings", settings)
+        monkeypatch.setattr(sys, "argv", ["comfymulti", "cloud", *args])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+    return run
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ unreported. The SDK talks real HTTP to the Verda test server throughout."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from comfymulti.config import load_settings
@@ -19,7 +18,7 @@ from comfymulti.models import CloudResource
 from comfymulti.ops.cloud.season import season_start
 from comfymulti.ops.cloud.verda import Verda
 from tests.fakes.verda import CLIENT_SECRET, VerdaServer
-from tests.ops.cloud.conftest import Site, cloud_config
+from tests.ops.cloud.conftest import Ran, Site, cloud_config
 
 
 def adapter(server: VerdaServer, **overrides: Any) -> tuple[Verda, list[float]]:
@@ -88,45 +87,44 @@ def test_an_expired_token_is_refreshed_and_a_revoked_one_is_one_clear_error(
                                     "COMFYMULTI_CLOUD__CLIENT_SECRET")
 
 
-def cli(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "comfymulti", "cloud", *args],
-                          capture_output=True, text=True, env=site.env(), timeout=120)
-
-
-def one_line(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 1, (r.stdout, r.stderr)
+def one_line(r: Ran) -> str:
+    assert r.code == 1, (r.stdout, r.stderr)
     line = r.stderr.strip()
     assert line.startswith("error: ") and "\n" not in line and "Traceback" not in line
     assert CLIENT_SECRET not in r.stdout + r.stderr
     return line
 
 
-def test_no_capacity_spot_unavailable_and_no_funds_are_one_line_and_reported(site: Site) -> None:
+def test_no_capacity_spot_unavailable_and_no_funds_are_one_line_and_reported(
+        site: Site, run_cli: Any) -> None:
+    def cli(*args: str) -> Ran:
+        return run_cli(site.settings, *args)
+
     site.do(season_start)
     site.fake.no_capacity.add(("1H100.80S.30V", False))
     assert "no capacity for 1H100.80S.30V in FIN-01" in one_line(
-        cli(site, "day-start", "--gpus", "1", "--yes"))
+        cli("day-start", "--gpus", "1", "--yes"))
     site.fake.no_capacity.add(("1H100.80S.30V", True))
     assert "no spot capacity for 1H100.80S.30V" in one_line(
-        cli(site, "day-start", "--gpus", "1", "--spot", "--yes"))
+        cli("day-start", "--gpus", "1", "--spot", "--yes"))
     site.fake.no_capacity.clear()
     site.fake.balance = 0.2  # enough for a volume, not for 10 prepaid minutes of a GPU
-    line = one_line(cli(site, "day-start", "--gpus", "1", "--yes"))
+    line = one_line(cli("day-start", "--gpus", "1", "--yes"))
     assert "Insufficient funds" in line and "top up" in line
     assert site.fake.live_instances() == []
     with transaction(site.factory) as s:  # what was made before the refusal is on record
         recorded = set(s.scalars(select(CloudResource.id)))
     assert {v["id"] for v in site.fake.live_volumes()} <= recorded
-    status = cli(site, "status", "--json")
+    status = cli("status", "--json")
     shown = {r["name"]: r for r in json.loads(status.stdout)["resources"]}
     assert shown["comfymulti-scratch-1"]["owner"] == "ours"
     assert shown["comfymulti-scratch-1"]["warning"] == "BILLED WITH NO INSTANCE"
 
 
-def test_bad_credentials_are_one_line_naming_the_fix(site: Site) -> None:
-    env = {**site.env(), "COMFYMULTI_CLOUD__CLIENT_SECRET": "wrong"}
-    r = subprocess.run([sys.executable, "-m", "comfymulti", "cloud", "status"],
-                       capture_output=True, text=True, env=env, timeout=60)
+def test_bad_credentials_are_one_line_naming_the_fix(site: Site, run_cli: Any) -> None:
+    wrong = site.settings.model_copy(deep=True)
+    wrong.cloud.client_secret = SecretStr("wrong")
+    r = run_cli(wrong, "status")
     line = one_line(r)
     assert "Invalid client credentials" in line and "COMFYMULTI_CLOUD__CLIENT_SECRET" in line
     assert "wrong" not in line

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from typing import Any
 
 import pytest
 
 from comfymulti.errors import InvalidInput
 from comfymulti.ops.cloud.day import day_start
 from comfymulti.ops.cloud.season import season_start
-from tests.ops.cloud.conftest import Site
-
-
-def cloud(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "comfymulti", "cloud", *args],
-                          capture_output=True, text=True, env=site.env(), timeout=120)
+from tests.ops.cloud.conftest import Ran, Site
 
 
 def creates(site: Site) -> list[tuple[str, str, int]]:
@@ -24,31 +18,34 @@ def creates(site: Site) -> list[tuple[str, str, int]]:
             and c[1] != "/oauth2/token"]
 
 
-def test_plan_is_shown_and_nothing_changes_without_yes(site: Site) -> None:
-    dry = cloud(site, "season-start", "--dry-run")
-    assert dry.returncode == 0, dry.stderr
+def test_plan_is_shown_and_nothing_changes_without_yes(site: Site, run_cli: Any) -> None:
+    def cloud(*args: str) -> Ran:
+        return run_cli(site.settings, *args)
+
+    dry = cloud("season-start", "--dry-run")
+    assert dry.code == 0, dry.stderr
     assert "Plan: start the season" in dry.stdout and "create SFS comfymulti-sfs (100 GB" in \
         dry.stdout and "$/month" not in dry.stdout and "/month)" in dry.stdout
-    refused = cloud(site, "season-start")
-    assert refused.returncode == 2 and "add --yes" in refused.stderr
+    refused = cloud("season-start")
+    assert refused.code == 2 and "add --yes" in refused.stderr
     assert "Plan: start the season" in refused.stdout
     assert creates(site) == []
 
-    done = cloud(site, "season-start", "--yes")
-    assert done.returncode == 0, done.stderr
+    done = cloud("season-start", "--yes")
+    assert done.code == 0, done.stderr
     assert "Season started in" in done.stdout
     again = season_start(site.cloud())  # idempotent: only the refill step is left
     assert [step.text for step in again.steps if "SFS" in step.text] == []
     assert [v["name"] for v in site.fake.live_volumes()] == ["comfymulti-sfs"]
 
-    start = cloud(site, "day-start", "--gpus", "1", "--dry-run")
+    start = cloud("day-start", "--gpus", "1", "--dry-run")
     assert "instance comfymulti-gpu-1 (1H100.80S.30V, $3.25/h" in start.stdout
     assert "New compute billing: $3.25/h" in start.stdout
     assert site.fake.live_instances() == []
     with pytest.raises(InvalidInput, match="max_gpus"):  # a usage mistake: exit 2
         day_start(site.cloud(), 9)
 
-    costs = cloud(site, "costs", "--json")
+    costs = cloud("costs", "--json")
     report = json.loads(costs.stdout)
     assert list(report["per_resource"]) == [
         f"comfymulti-sfs ({site.fake.live_volumes()[0]['id']})"]
