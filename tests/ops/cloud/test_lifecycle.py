@@ -16,8 +16,9 @@ from comfymulti.models import CloudResource, Job, Worker
 from comfymulti.ops.backup.backup import run_backup
 from comfymulti.ops.backup.s3 import ObjectStore
 from comfymulti.ops.cloud import costs
-from comfymulti.ops.cloud.day import day_end, day_start
+from comfymulti.ops.cloud.day import day_end, day_start, scale
 from comfymulti.ops.cloud.season import season_end, season_start
+from comfymulti.ops.cloud.status import status
 from tests.ops.cloud.conftest import Site, add_job
 
 DAY, NIGHT = 8 * 3600, 16 * 3600
@@ -130,3 +131,41 @@ def test_season_end_refuses_while_a_model_is_not_in_r2_and_names_it(site: Site) 
     run_backup(site.settings, "models", ObjectStore(site.settings.backup))
     site.do(season_end)
     assert site.fake.live_volumes() == []
+
+
+def test_status_tells_ours_orphans_and_others_and_warns_on_idle_billing(site: Site) -> None:
+    seed_models(site)
+    site.do(season_start)
+    site.do(day_start, 1)
+    verda = site.cloud().verda
+    other = verda.create_instance("someone-else", "theirs", "1A100.22V", False, None)
+    orphan = verda.create_volume("comfymulti-scratch-9", False, 10)  # ours by name, no record
+    for _ in range(3):
+        verda.instance(other.id)
+    verda.action(other.id, "shutdown")
+    site.fake.advance(3600)
+    report = status(site.cloud())
+    by_name = {r.name: r for r in report.resources}
+    assert by_name["comfymulti-gpu-1"].owner == "ours" and by_name["comfymulti-gpu-1"].warning == ""
+    assert by_name["someone-else"].owner == "other"
+    assert by_name["someone-else"].warning.startswith("STOPPED BUT BILLED")
+    assert by_name["comfymulti-scratch-9"].owner == "orphan"
+    assert "BILLED WITH NO INSTANCE" in by_name["comfymulti-scratch-9"].warning
+    assert 0 < by_name["comfymulti-gpu-1"].today <= by_name["comfymulti-gpu-1"].month
+    assert report.per_hour == pytest.approx(
+        sum(c.per_hour for c in site.fake.ledger if c.end is None))
+    assert orphan.id not in {r.id for r in report.resources if r.owner == "ours"}
+
+
+def test_scale_adds_a_gpu_then_drains_and_removes_the_extra_one(site: Site) -> None:
+    seed_models(site)
+    site.do(season_start)
+    site.do(day_start, 1)
+    site.do(scale, 2)
+    assert sorted(i["hostname"] for i in site.fake.live_instances()) == [
+        "comfymulti-gpu-1", "comfymulti-gpu-2"]
+    site.do(scale, 1)
+    assert [i["hostname"] for i in site.fake.live_instances()] == ["comfymulti-gpu-1"]
+    with transaction(site.factory) as s:
+        assert s.scalar(select(Worker.draining).where(Worker.name == "comfymulti-gpu-2"))
+    assert "comfymulti-scratch-2" in {v["name"] for v in site.fake.live_volumes()}
