@@ -5,13 +5,16 @@ without --yes nothing is changed."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from comfymulti.cli.console import JsonOption, factory, out, print_report
 from comfymulti.invocation import settings
+
+if TYPE_CHECKING:
+    from comfymulti.ops.cloud.plan import Cloud, Plan
 
 cloud_app = typer.Typer(help="GPU days and seasons on Verda; what bills and what it cost.",
                         no_args_is_help=True)
@@ -20,7 +23,7 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Only show the plan.")]
 Yes = Annotated[bool, typer.Option("--yes", help="Carry out the plan (create/delete).")]
 
 
-def _cloud():  # type: ignore[no-untyped-def]
+def _cloud() -> Cloud:
     from comfymulti.ops.cloud.plan import Cloud
     from comfymulti.ops.cloud.verda import Verda
 
@@ -28,7 +31,7 @@ def _cloud():  # type: ignore[no-untyped-def]
     return Cloud(cfg, Verda(cfg.cloud), factory(), lambda line: out.print(line, markup=False))
 
 
-def _run(plan, dry_run: bool, yes: bool, done: str) -> None:  # type: ignore[no-untyped-def]
+def _run(plan: Plan, dry_run: bool, yes: bool, done: str) -> None:
     from comfymulti.ops.cloud.plan import carry_out
 
     seconds = carry_out(plan, dry_run, yes, lambda line: out.print(line, markup=False))

@@ -4,6 +4,7 @@ unreported. The SDK talks real HTTP to the Verda test server throughout."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ from comfymulti.config import load_settings
 from comfymulti.db import transaction
 from comfymulti.errors import CloudError, CloudUnavailable
 from comfymulti.models import CloudResource
+from comfymulti.ops.cloud.day import day_start
 from comfymulti.ops.cloud.season import season_start
 from comfymulti.ops.cloud.verda import Verda
 from tests.fakes.verda import CLIENT_SECRET, VerdaServer
@@ -128,3 +130,31 @@ def test_bad_credentials_are_one_line_naming_the_fix(site: Site, run_cli: Any) -
     line = one_line(r)
     assert "Invalid client credentials" in line and "COMFYMULTI_CLOUD__CLIENT_SECRET" in line
     assert "wrong" not in line
+
+
+def test_an_unreachable_api_is_retried_then_one_line_naming_it() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1"
+    cfg = load_settings(None, cloud=cloud_config(url)).cloud
+    sleeps: list[float] = []
+    with pytest.raises(CloudUnavailable) as caught:
+        Verda(cfg, sleep=sleeps.append).instances()
+    assert caught.value.message == (f"Verda: sign in: still cannot reach {url} after 5 tries; "
+                                    "try again later")
+    assert sleeps == [0.5, 1.0, 2.0, 4.0]
+
+
+def test_the_daily_budget_refuses_more_gpus_and_says_so(site: Site) -> None:
+    site.do(season_start)
+    site.fake.advance(3600)
+    site.settings.cloud.daily_budget = 3.0  # the SFS so far plus one hour of an H100 is more
+    with pytest.raises(CloudError) as caught:
+        day_start(site.cloud(), 1)
+    assert caught.value.message.startswith("daily budget $3.00 would be passed: $0.0")
+    assert "spent today, starting these costs $3.25/h" in caught.value.message
+    assert site.fake.live_instances() == []
+    site.settings.cloud.daily_budget = 10.0
+    site.do(day_start, 1)
+    assert len(site.fake.live_instances()) == 1

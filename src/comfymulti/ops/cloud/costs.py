@@ -36,6 +36,11 @@ def cost(row: CloudResource, now: float, start: float | None = None,
     return max(0.0, hi - lo) * row.price_per_hour / 3600
 
 
+def day_of(at: float) -> str:
+    """The UTC day costs are booked under."""
+    return datetime.fromtimestamp(at, UTC).date().isoformat()
+
+
 def _days(row: CloudResource, now: float) -> dict[str, float]:
     out: dict[str, float] = {}
     day = datetime.fromtimestamp(row.created_at, UTC).replace(hour=0, minute=0, second=0,

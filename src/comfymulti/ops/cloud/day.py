@@ -13,7 +13,7 @@ import time
 
 from comfymulti.db import transaction
 from comfymulti.errors import CloudError, ComfyMultiError, ConfigError, InvalidInput
-from comfymulti.ops.cloud import state
+from comfymulti.ops.cloud import costs, state
 from comfymulti.ops.cloud.plan import Cloud, Plan
 from comfymulti.ops.cloud.verda import GONE, Instance
 from comfymulti.ops.node.script import startup_script
@@ -58,6 +58,8 @@ def day_start(c: Cloud, gpus: int, instance_type: str | None = None,
         raise CloudError(f"Verda has no {kind}capacity for {itype} in {cfg.location} now: "
                          "try another --type" + (", or without --spot" if spot else ", or --spot")
                          + ", or another [cloud] location")
+    if new and cfg.daily_budget:
+        _check_budget(c, price * len(new))
     script: dict[str, str] = {}
     plan = Plan(f"start the day: {gpus} x {itype}{' spot' if spot else ''} in {cfg.location}")
     plan.add("startup script (runs 'comfymulti node bootstrap' on first boot)",
@@ -82,6 +84,17 @@ def day_start(c: Cloud, gpus: int, instance_type: str | None = None,
     return plan
 
 
+def _check_budget(c: Cloud, hourly: float) -> None:
+    """Refuse to start more if today's spend plus one hour of it would pass the daily budget."""
+    now = c.verda.now()
+    with transaction(c.factory) as s:
+        spent = costs.report(s, now).per_day.get(costs.day_of(now), 0.0)
+    if spent + hourly > c.cfg.daily_budget:
+        raise CloudError(f"daily budget ${c.cfg.daily_budget:.2f} would be passed: "
+                         f"${spent:.2f} spent today, starting these costs ${hourly:.2f}/h; "
+                         "raise [cloud] daily_budget or start fewer GPUs")
+
+
 def _ensure_scratch(c: Cloud, slot: int) -> None:
     name = state.scratch_name(c.cfg, slot)
     vol = c.verda.find_volume(name) or c.verda.create_volume(name, False, c.cfg.scratch_size_gb)
@@ -103,14 +116,15 @@ def _ensure_instance(c: Cloud, slot: int, itype: str, spot: bool, script_id: str
     _record(c, inst)
 
 
-def _settled(c: Cloud, host: str) -> Instance:
-    """The instance once it has left the booting states (fails loudly on error states)."""
+def _settled(c: Cloud, host: str, failed_ok: bool = False) -> Instance:
+    """The instance once it has left the booting states (an error state fails loudly unless
+    `failed_ok`: day-end must still be able to delete it)."""
 
     def check() -> Instance | None:
         inst = c.verda.find_instance(host)
         if inst is None:
             raise CloudError(f"instance {host} is gone (spot reclaimed?); rerun day-start")
-        if inst.status in FAILED:
+        if inst.status in FAILED and not failed_ok:
             raise CloudError(f"instance {host} is in state {inst.status}: end it with "
                              "'comfymulti cloud day-end --yes' and try another type or location")
         return None if inst.status in BOOTING else inst
@@ -229,7 +243,7 @@ def _delete(c: Cloud, host: str) -> None:
     inst = c.verda.find_instance(host)
     if inst is None:
         return
-    inst = _settled(c, host)  # a provisioning instance cannot be deleted yet
+    inst = _settled(c, host, failed_ok=True)  # a provisioning one cannot be deleted yet
     _record(c, inst)
     doomed = [inst.os_volume_id] if inst.os_volume_id else []
     c.verda.action(inst.id, "delete", volume_ids=doomed)

@@ -14,6 +14,7 @@ from comfymulti.db import transaction
 from comfymulti.errors import CloudError
 from comfymulti.ops.backup import manifest
 from comfymulti.ops.backup.cache import Cache
+from comfymulti.ops.backup.restore import restore
 from comfymulti.ops.backup.s3 import ObjectStore
 from comfymulti.ops.backup.verify import verify
 from comfymulti.ops.cloud import state
@@ -49,8 +50,6 @@ def _ensure_sfs(c: Cloud) -> None:
 
 
 def _fill(c: Cloud, target: Path) -> None:
-    from comfymulti.ops.backup.restore import restore
-
     store = ObjectStore(c.settings.backup)
     if manifest.read(store, MODELS_SET) is None:
         c.say(f"  no '{MODELS_SET}' backup in R2 yet: nothing to fill (back the models up with "

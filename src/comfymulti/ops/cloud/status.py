@@ -61,7 +61,8 @@ def status(c: Cloud) -> StatusReport:
               for i in instances]
              + [("volume", v.name, v.id, v.status, v.price_per_hour, v.created_at)
                 for v in volumes])
-    attached = {i.id for i in instances}
+    alive = {i.id for i in instances}
+    users = {v.id: set(v.instance_ids) & alive for v in volumes}
     for kind, name, rid, status_, per_hour, created in found:
         row = known.get(rid) or CloudResource(id=rid, price_per_hour=per_hour,
                                               created_at=created, ended_at=None)
@@ -70,8 +71,7 @@ def status(c: Cloud) -> StatusReport:
                         costs.cost(row, now, today), costs.cost(row, now, month))
         if kind == "instance" and status_ == "offline":
             item.warning = "STOPPED BUT BILLED: only a delete stops the meter"
-        elif kind == "volume" and not set(next(
-                v.instance_ids for v in volumes if v.id == rid)) & attached:
+        elif kind == "volume" and not users[rid]:
             item.warning = "BILLED WITH NO INSTANCE"
         if owner == ORPHAN:
             item.warning = (item.warning + "; " if item.warning else "") + \
