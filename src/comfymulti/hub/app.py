@@ -27,6 +27,7 @@ from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, use
 from comfymulti.hub.workspaces.aliases import ApiAliases
 from comfymulti.hub.workspaces.sockets import Sockets
 from comfymulti.metrics import Metrics
+from comfymulti.ops.cloud import costs
 from comfymulti.queue import fleet, store
 from comfymulti.queue.catalogs import CatalogCache
 from comfymulti.queue.service import JobQueue
@@ -64,7 +65,11 @@ def build_context(settings: Settings) -> HubContext:
         with transaction(factory) as s:
             return fleet.online_count(s, hub.online_window)
 
-    metrics.watch(jobs_by_state, workers_online)
+    def cloud_costs() -> tuple[float, float]:
+        with transaction(factory) as s:
+            return costs.spend(s, time.time())
+
+    metrics.watch(jobs_by_state, workers_online, cloud_costs)
     return hub
 
 

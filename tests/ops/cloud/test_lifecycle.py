@@ -9,9 +9,11 @@ import time
 
 import pytest
 from sqlalchemy import select
+from starlette.testclient import TestClient
 
 from comfymulti.db import transaction
 from comfymulti.errors import CloudError
+from comfymulti.hub.app import create_app
 from comfymulti.models import CloudResource, Job, Worker
 from comfymulti.ops.backup.backup import run_backup
 from comfymulti.ops.backup.s3 import ObjectStore
@@ -169,3 +171,15 @@ def test_scale_adds_a_gpu_then_drains_and_removes_the_extra_one(site: Site) -> N
     with transaction(site.factory) as s:
         assert s.scalar(select(Worker.draining).where(Worker.name == "comfymulti-gpu-2"))
     assert "comfymulti-scratch-2" in {v["name"] for v in site.fake.live_volumes()}
+
+
+def test_the_hub_metrics_show_what_we_spent_and_what_bills_per_hour(site: Site) -> None:
+    seed_models(site)
+    site.do(season_start)
+    site.do(day_start, 1)
+    with TestClient(create_app(site.settings)) as client:
+        text = client.get("/metrics").text
+    per_hour = float(text.split("\ncomfymulti_cloud_billing_dollars_per_hour ")[1].split()[0])
+    assert per_hour == pytest.approx(sum(c.per_hour for c in site.fake.billing()))
+    assert per_hour > 3.25  # the GPU, its OS disk, scratch and the SFS
+    assert "\ncomfymulti_cloud_spent_dollars " in text

@@ -53,6 +53,13 @@ def _days(row: CloudResource, now: float) -> dict[str, float]:
     return out
 
 
+def spend(s: Session, now: float) -> tuple[float, float]:
+    """Spent so far on everything recorded, and the hourly rate of what still exists."""
+    rows = list(s.scalars(select(CloudResource)))
+    return (sum(cost(r, now) for r in rows),
+            sum(r.price_per_hour for r in rows if r.ended_at is None))
+
+
 def _machine(rows: list[CloudResource], name: str, at: float) -> CloudResource | None:
     return next((r for r in rows if r.kind == "instance" and r.name == name
                  and r.created_at <= at and (r.ended_at is None or at <= r.ended_at)), None)
