@@ -13,6 +13,7 @@ import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -231,14 +232,33 @@ class CloudSettings(_Section):
     day_start: str = Field("", description="Timetable: start the day at HH:MM (empty: off).")
     day_end: str = Field("", description="Timetable: end the day at HH:MM (empty: off).")
     idle_minutes: int = Field(
-        0, ge=0, description="After day_end, end once idle this long (0: at day_end)."
+        0, ge=0, description="After day_end, end once idle this long (0: at day_end); extra "
+        "GPUs idle this long are removed."
     )
+    auto: bool = Field(
+        False, description="Let the hub run the timetable, idle end and autoscale itself."
+    )
+    timezone: str = Field("UTC", description="Zone of the timetable, e.g. Europe/Berlin.")
+    day_gpus: int = Field(1, ge=1, description="GPUs the timetable starts a day with.")
+    scale_up_minutes: float = Field(
+        0.0, ge=0, description="Add a GPU while the queue's backlog is longer (0: never)."
+    )
+    auto_seconds: float = Field(60.0, gt=0, description="How often the hub's autopilot looks.")
 
     @field_validator("day_start", "day_end")
     @classmethod
     def _clock(cls, value: str) -> str:
         if not _CLOCK.match(value):
             raise ValueError("expected HH:MM (24 h) or empty")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}, e.g. Europe/Berlin") from None
         return value
 
 

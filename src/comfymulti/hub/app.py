@@ -17,6 +17,7 @@ from comfymulti.blocking import Offload
 from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.events import EventBus
+from comfymulti.hub import autopilot
 from comfymulti.hub.api import admin, health, jobs, templates, worker
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services.auth import PasswordChecks
@@ -85,6 +86,7 @@ def _clear_staging(folder: Path, older_than: float = 3600.0) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     hub = build_context(settings)
+    pilot = autopilot.build(hub) if settings.cloud.auto else None
     sockets = Sockets(settings.hub.max_sockets_per_user, settings.hub.max_sockets_total)
 
     @asynccontextmanager
@@ -93,12 +95,16 @@ def create_app(settings: Settings) -> FastAPI:
         hub.queue.on_start()
         reaper = asyncio.create_task(hub.queue.reaper(), name="lease-reaper")
         watch = asyncio.create_task(sockets.watch(hub), name="socket-recheck")
+        auto = None if pilot is None else asyncio.create_task(
+            autopilot.run(pilot, settings.cloud.auto_seconds), name="cloud-autopilot")
         log.info("hub ready at %s", settings.public_url, extra={"action": "start"})
         try:
             yield
         finally:
             reaper.cancel()
             watch.cancel()
+            if auto is not None:
+                auto.cancel()
             hub.queue.notify.close()
             hub.engine.dispose()
 
