@@ -111,8 +111,11 @@ def test_no_capacity_spot_unavailable_and_no_funds_are_one_line_and_reported(
         cli("day-start", "--gpus", "1", "--spot", "--yes"))
     site.fake.no_capacity.clear()
     site.fake.balance = 0.2  # enough for a volume, not for 10 prepaid minutes of a GPU
-    line = one_line(cli("day-start", "--gpus", "1", "--yes"))
+    ran = cli("day-start", "--gpus", "1", "--yes")
+    line = one_line(ran)
     assert "Insufficient funds" in line and "top up" in line
+    assert "[2/5] scratch volume comfymulti-scratch-1" in ran.stdout
+    assert "Stopped at step 3" in ran.stdout
     assert site.fake.live_instances() == []
     with transaction(site.factory) as s:  # what was made before the refusal is on record
         recorded = set(s.scalars(select(CloudResource.id)))

@@ -13,7 +13,7 @@ from typing import TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from comfymulti.config import CloudSettings, Settings
-from comfymulti.errors import CloudError, InvalidInput
+from comfymulti.errors import CloudError, ComfyMultiError, InvalidInput
 from comfymulti.ops.cloud.verda import Verda
 
 T = TypeVar("T")
@@ -75,5 +75,10 @@ def carry_out(plan: Plan, dry_run: bool, yes: bool, say: Callable[[str], None]) 
     started = time.monotonic()
     for n, step in enumerate(plan.steps, 1):
         say(f"[{n}/{len(plan.steps)}] {step.text}")
-        step.run()
+        try:
+            step.run()
+        except ComfyMultiError:
+            say(f"Stopped at step {n}; steps before it are done and what they made is recorded "
+                "('comfymulti cloud status' shows what bills). Rerun to finish.")
+            raise
     return time.monotonic() - started
