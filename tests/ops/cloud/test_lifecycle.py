@@ -58,7 +58,12 @@ def test_a_simulated_week_leaves_nothing_billing_and_costs_match_the_ledger(site
         assert {v["name"] for v in site.fake.live_volumes()} == {
             "comfymulti-sfs", "comfymulti-scratch-1", "comfymulti-scratch-2"}
         site.fake.advance(NIGHT)
+    night = [line for line in site.said if line.startswith("Still billing after this: ")]
+    assert len(night) == 5 and "comfymulti-sfs $0.0274/h" in night[0]
+    assert night[0].endswith("; $0.88 per night (16 h)")  # (100 + 2 x 50 GB) x $0.20 / 730 x 16
     site.do(season_end)
+    assert any(line.startswith("Bill: Verda storage $40.00/month -> $0; R2 keeps the backups ($")
+               for line in site.said)
 
     assert site.fake.live_instances() == [] and site.fake.live_volumes() == []
     assert site.fake.billing() == []
