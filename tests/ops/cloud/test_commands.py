@@ -49,3 +49,12 @@ def test_plan_is_shown_and_nothing_changes_without_yes(site: Site, run_cli: Any)
     report = json.loads(costs.stdout)
     assert list(report["per_resource"]) == [
         f"comfymulti-sfs ({site.fake.live_volumes()[0]['id']})"]
+
+
+def test_an_unset_backup_stops_season_start_before_anything_is_made(site: Site,
+                                                                     run_cli: Any) -> None:
+    unset = site.settings.model_copy(deep=True)
+    unset.backup.endpoint_url = ""
+    ran = run_cli(unset, "season-start", "--yes")
+    assert ran.code == 2 and "backup.endpoint_url and backup.bucket must be set" in ran.stderr
+    assert creates(site) == []

@@ -37,6 +37,7 @@ def season_start(c: Cloud) -> Plan:
     target = c.settings.backup_root(c.settings.backup.sets[MODELS_SET]) \
         if MODELS_SET in c.settings.backup.sets else None
     if target is not None:
+        ObjectStore(c.settings.backup)  # an unset [backup] stops here, before anything is made
         plan.add(f"fill {target} with the models from R2 (kept where they already match)",
                  lambda: _fill(c, target))
     return plan
