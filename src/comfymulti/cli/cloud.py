@@ -55,7 +55,10 @@ def status_cmd(as_json: JsonOption = False) -> None:
     out.print(table)
     for line in r.warnings:
         out.print(f"warning: {line}", markup=False)
-    out.print(f"Billing now: ${r.per_hour:.4f}/h", markup=False)
+    if r.trash:
+        out.print(f"In the trash (not billed, deleted for good after 96 h): "
+                  f"{', '.join(r.trash)}", markup=False)
+    out.print(f"Billing now: ${r.per_hour:.4f}/h; balance ${r.balance:.2f}", markup=False)
 
 
 @cloud_app.command("day-start")

@@ -18,6 +18,7 @@ from comfymulti.errors import CloudError, CloudUnavailable
 from comfymulti.models import CloudResource
 from comfymulti.ops.cloud.day import day_start
 from comfymulti.ops.cloud.season import season_start
+from comfymulti.ops.cloud.status import status
 from comfymulti.ops.cloud.verda import Verda
 from tests.fakes.verda import CLIENT_SECRET, VerdaServer
 from tests.ops.cloud.conftest import Ran, Site, cloud_config
@@ -161,3 +162,30 @@ def test_the_daily_budget_refuses_more_gpus_and_says_so(site: Site) -> None:
     site.settings.cloud.daily_budget = 10.0
     site.do(day_start, 1)
     assert len(site.fake.live_instances()) == 1
+
+
+def test_a_wrong_location_image_or_ssh_key_is_one_line_before_anything_is_made(
+        site: Site, run_cli: Any) -> None:
+    site.do(season_start)
+    before = len(site.fake.calls)
+    for key, value, expected in [("location", "ICE-01", "[cloud] location 'ICE-01' is not"),
+                                 ("image", "windows-95", "[cloud] image 'windows-95' is not"),
+                                 ("ssh_key_ids", ["nope"], "no SSH key nope on the account")]:
+        wrong = site.settings.model_copy(deep=True)
+        setattr(wrong.cloud, key, value)
+        ran = run_cli(wrong, "day-start", "--yes")
+        assert ran.code == 2 and expected in ran.stderr and ran.stderr.count("\n") == 1
+    assert [c for c in site.fake.calls[before:] if c[0] != "GET" and c[1] != "/oauth2/token"] \
+        == []
+
+
+def test_status_shows_the_balance_and_the_trash(site: Site) -> None:
+    site.do(season_start)
+    verda = site.cloud().verda
+    vol = verda.create_volume("comfymulti-extra", False, 10)
+    verda.detach(vol.id)  # detached already: the call is accepted, nothing changes
+    verda.delete_volume(vol.id)
+    report = status(site.cloud())
+    assert report.trash == ["comfymulti-extra"]
+    assert vol.id not in {r.id for r in report.resources}
+    assert report.balance == pytest.approx(1000.0, abs=0.01)

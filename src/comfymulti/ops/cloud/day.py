@@ -42,6 +42,7 @@ def day_start(c: Cloud, gpus: int, instance_type: str | None = None,
     if not token:
         raise ConfigError("[worker] token is empty: create one with 'comfymulti workers token' "
                           "and set COMFYMULTI_WORKER__TOKEN")
+    _check_account(c)
     types = c.verda.instance_types()
     if itype not in types:
         raise InvalidInput(f"unknown instance type {itype!r}; Verda offers: "
@@ -82,6 +83,20 @@ def day_start(c: Cloud, gpus: int, instance_type: str | None = None,
         plan.notes.append(f"New compute billing: ${price * len(new):.2f}/h "
                           f"({len(new)} x ${price:.2f}/h) from creation until day-end.")
     return plan
+
+
+def _check_account(c: Cloud) -> None:
+    """[cloud] location, image and SSH keys must exist on the account: one line if not."""
+    cfg = c.cfg
+    if cfg.location not in (known := c.verda.locations()):
+        raise ConfigError(f"[cloud] location {cfg.location!r} is not a Verda location; "
+                          f"known: {', '.join(known)}")
+    if cfg.image not in (images := c.verda.images()):
+        raise ConfigError(f"[cloud] image {cfg.image!r} is not offered; e.g. "
+                          + ", ".join(images[:3]))
+    if missing := sorted(set(cfg.ssh_key_ids) - set(c.verda.ssh_key_ids())):
+        raise ConfigError(f"[cloud] ssh_key_ids: no SSH key {', '.join(missing)} on the "
+                          "account; add it in the Verda console (Keys) or fix the id")
 
 
 def _check_budget(c: Cloud, hourly: float) -> None:

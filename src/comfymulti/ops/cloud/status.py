@@ -34,8 +34,10 @@ class Billable:
 
 @dataclass
 class StatusReport:
+    balance: float
     resources: list[Billable] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    trash: list[str] = field(default_factory=list)  # not billed; gone for good after 96 h
 
     @property
     def per_hour(self) -> float:
@@ -56,7 +58,7 @@ def status(c: Cloud) -> StatusReport:
     today, month = _windows(now)
     with transaction(c.factory) as s:
         known = {r.id: r for r in state.live(s)}
-    out = StatusReport()
+    out = StatusReport(c.verda.balance(), trash=sorted(v.name for v in c.verda.trash()))
     found = ([("instance", i.hostname, i.id, i.status, i.price_per_hour, i.created_at)
               for i in instances]
              + [("volume", v.name, v.id, v.status, v.price_per_hour, v.created_at)
