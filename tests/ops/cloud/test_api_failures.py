@@ -189,3 +189,11 @@ def test_status_shows_the_balance_and_the_trash(site: Site) -> None:
     assert report.trash == ["comfymulti-extra"]
     assert vol.id not in {r.id for r in report.resources}
     assert report.balance == pytest.approx(1000.0, abs=0.01)
+
+
+def test_a_changed_startup_script_replaces_the_old_one(verda_server: VerdaServer) -> None:
+    verda, _ = adapter(verda_server)
+    first = verda.startup_script("comfymulti-node", "#!/bin/bash\necho one\n")
+    assert verda.startup_script("comfymulti-node", "#!/bin/bash\necho one\n") == first
+    second = verda.startup_script("comfymulti-node", "#!/bin/bash\necho two\n")
+    assert list(verda_server.fake.scripts) == [second] != [first]

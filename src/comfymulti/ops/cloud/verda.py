@@ -262,11 +262,15 @@ class Verda:
         return size_gb * float(monthly) / HOURS_PER_MONTH
 
     def startup_script(self, name: str, script: str) -> str:
-        """The id of the script named `name` holding `script`, created if there is none."""
+        """The id of the script named `name` holding `script`, created if there is none.
+        Older versions under that name go: scripts are stored in plain text at Verda."""
         service = StartupScriptsService(self._client())
         for found in self._call("list startup scripts", service.get):
             if found.name == name and found.script == script:
                 return str(found.id)
+            if found.name == name:
+                self._call(f"delete old startup script {name}",
+                           lambda sid=found.id: service.delete_by_id(sid))
         return self._create(f"create startup script {name}",
                             lambda: service.create(name, script).id,
                             lambda: next((s.id for s in service.get()
