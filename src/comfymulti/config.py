@@ -12,7 +12,8 @@ import secrets
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -187,6 +188,80 @@ class BackupSettings(_Section):
     )
 
 
+_CLOCK = re.compile(r"^(([01]\d|2[0-3]):[0-5]\d)?$")
+
+
+class CloudSettings(_Section):
+    provider: Literal["verda"] = Field("verda", description="GPU cloud (only verda for now).")
+    client_id: str = Field("", description="Verda REST API client id (console: Keys).")
+    client_secret: SecretStr = Field(
+        SecretStr(""), description="Verda client secret (better: COMFYMULTI_CLOUD__CLIENT_SECRET)."
+    )
+    base_url: str = Field("https://api.verda.com/v1", description="Verda API base URL.")
+    location: str = Field("FIN-01", description="Data centre for instances and volumes.")
+    instance_type: str = Field("1H100.80S.30V", description="GPU instance type for day-start.")
+    spot: bool = Field(False, description="Rent spot instances (half price, may vanish).")
+    image: str = Field(
+        "ubuntu-24.04-cuda-12.8-open-docker", description="OS image (image_type from the API)."
+    )
+    ssh_key_ids: list[str] = Field([], description="SSH key ids put on every instance.")
+    os_volume_gb: int = Field(50, ge=10, description="OS disk of each instance (billed too).")
+    sfs_size_gb: int = Field(100, ge=1, description="Shared file system for models (GB).")
+    scratch_size_gb: int = Field(50, ge=1, description="Scratch block volume per GPU (GB).")
+    sfs_mount: str = Field("/mnt/sfs", description="Where nodes mount the SFS.")
+    scratch_mount: str = Field("/mnt/scratch", description="Where nodes mount their scratch.")
+    max_gpus: int = Field(4, ge=1, description="Most GPU instances at once.")
+    daily_budget: float = Field(0.0, ge=0, description="Most spend per day (0: no cap).")
+    name_prefix: str = Field(
+        "comfymulti", pattern=r"^[a-z][a-z0-9-]{0,30}$",
+        description="Every resource we create is named PREFIX-...; others are not ours.",
+    )
+    api_timeout: float = Field(30.0, gt=0, description="Seconds one Verda API call may take.")
+    poll_seconds: float = Field(
+        5.0, gt=0, description="How often a wait asks Verda and the hub again."
+    )
+    ready_minutes: float = Field(
+        20.0, gt=0, description="How long day-start waits for workers to register."
+    )
+    drain_minutes: float = Field(
+        30.0, ge=0, description="How long day-end lets running jobs finish."
+    )
+    day_end_backups: list[str] = Field(
+        ["node-state", "user-files"], description="Backup sets day-end runs and verifies."
+    )
+    day_start: str = Field("", description="Timetable: start the day at HH:MM (empty: off).")
+    day_end: str = Field("", description="Timetable: end the day at HH:MM (empty: off).")
+    idle_minutes: int = Field(
+        0, ge=0, description="After day_end, end once idle this long (0: at day_end); extra "
+        "GPUs idle this long are removed."
+    )
+    auto: bool = Field(
+        False, description="Let the hub run the timetable, idle end and autoscale itself."
+    )
+    timezone: str = Field("UTC", description="Zone of the timetable, e.g. Europe/Berlin.")
+    day_gpus: int = Field(1, ge=1, description="GPUs the timetable starts a day with.")
+    scale_up_minutes: float = Field(
+        0.0, ge=0, description="Add a GPU while the queue's backlog is longer (0: never)."
+    )
+    auto_seconds: float = Field(60.0, gt=0, description="How often the hub's autopilot looks.")
+
+    @field_validator("day_start", "day_end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not _CLOCK.match(value):
+            raise ValueError("expected HH:MM (24 h) or empty")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}, e.g. Europe/Berlin") from None
+        return value
+
+
 class Settings(BaseSettings):
     """The whole configuration of a hub (and, later, of its workers and operations)."""
 
@@ -204,6 +279,7 @@ class Settings(BaseSettings):
     files: FilesSettings = FilesSettings()
     worker: WorkerSettings = WorkerSettings()
     backup: BackupSettings = BackupSettings()
+    cloud: CloudSettings = CloudSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -15,7 +15,9 @@
     │   ├── RemoteUnavailable             (the object store cannot be reached or refuses us)
     │   └── IntegrityError                (a copy does not match the SHA-256 it was stored with)
     ├── ComfyUIError               500   (the worker's local ComfyUI failed or refused)
-    └── NodeError                    -, exit 1   (a GPU machine's bootstrap step failed)
+    ├── NodeError                    -, exit 1   (a GPU machine's bootstrap step failed)
+    └── CloudError                 500   (the GPU cloud refused, failed or cannot be reached)
+        └── CloudUnavailable              (it kept failing or timing out; nothing was changed)
 
 Each class's docstring is its default message; callers catch families, never match strings.
 """
@@ -134,6 +136,18 @@ class NodeError(ComfyMultiError):
     """A step of setting up the GPU machine failed."""
 
     error_type = "node_error"
+
+
+class CloudError(ComfyMultiError):
+    """The GPU cloud refused or failed the request."""
+
+    error_type = "cloud_error"
+
+
+class CloudUnavailable(CloudError):
+    """The GPU cloud kept failing or timing out; try again later."""
+
+    error_type = "cloud_unavailable"
 
 
 def error_shape(type_: str, message: str, details: object = None) -> dict[str, object]:

@@ -17,9 +17,11 @@ class _Live(Collector):
     """Gauges read from the database at scrape time, so they are right after a restart."""
 
     def __init__(self, jobs_by_state: Callable[[], dict[str, int]],
-                 workers_online: Callable[[], int]) -> None:
+                 workers_online: Callable[[], int],
+                 cloud_costs: Callable[[], tuple[float, float]]) -> None:
         self._jobs = jobs_by_state
         self._workers = workers_online
+        self._cloud = cloud_costs
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily("comfymulti_jobs", "Jobs by state.", labels=["state"])
@@ -29,6 +31,13 @@ class _Live(Collector):
         yield jobs
         yield GaugeMetricFamily("comfymulti_workers_online", "Workers seen within a lease period.",
                                 value=self._workers())
+        spent, per_hour = self._cloud()
+        yield GaugeMetricFamily("comfymulti_cloud_spent_dollars",
+                                "What the cloud resources we created have cost so far.",
+                                value=spent)
+        yield GaugeMetricFamily("comfymulti_cloud_billing_dollars_per_hour",
+                                "What our cloud resources that still exist cost per hour.",
+                                value=per_hour)
 
 
 class Metrics:
@@ -48,5 +57,6 @@ class Metrics:
                                      registry=self.registry)
 
     def watch(self, jobs_by_state: Callable[[], dict[str, int]],
-              workers_online: Callable[[], int]) -> None:
-        self.registry.register(_Live(jobs_by_state, workers_online))
+              workers_online: Callable[[], int],
+              cloud_costs: Callable[[], tuple[float, float]]) -> None:
+        self.registry.register(_Live(jobs_by_state, workers_online, cloud_costs))

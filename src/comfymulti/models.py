@@ -168,3 +168,22 @@ class HubState(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class CloudResource(Base):
+    """A billable thing we created at the cloud provider: an instance or a volume.
+
+    Times are the provider's clock (creation from its records, end from its answer to the
+    delete), so the costs computed from these rows agree with its bill."""
+
+    __tablename__ = "cloud_resources"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the provider's id
+    kind: Mapped[str] = mapped_column(String(16))  # instance | volume
+    role: Mapped[str] = mapped_column(String(16))  # gpu | os | scratch | sfs
+    name: Mapped[str] = mapped_column(String(128), index=True)
+    spec: Mapped[str] = mapped_column(String(64), default="")  # instance type or volume type
+    size_gb: Mapped[int] = mapped_column(Integer, default=0)
+    price_per_hour: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -17,6 +17,7 @@ from comfymulti.blocking import Offload
 from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.events import EventBus
+from comfymulti.hub import autopilot
 from comfymulti.hub.api import (
     admin,
     admin_accounts,
@@ -37,6 +38,7 @@ from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, use
 from comfymulti.hub.workspaces.aliases import ApiAliases
 from comfymulti.hub.workspaces.sockets import Sockets
 from comfymulti.metrics import Metrics
+from comfymulti.ops.cloud import costs
 from comfymulti.queue import fleet, store
 from comfymulti.queue.catalogs import CatalogCache
 from comfymulti.queue.service import JobQueue
@@ -74,7 +76,11 @@ def build_context(settings: Settings) -> HubContext:
         with transaction(factory) as s:
             return fleet.online_count(s, hub.online_window)
 
-    metrics.watch(jobs_by_state, workers_online)
+    def cloud_costs() -> tuple[float, float]:
+        with transaction(factory) as s:
+            return costs.spend(s, time.time())
+
+    metrics.watch(jobs_by_state, workers_online, cloud_costs)
     return hub
 
 
@@ -90,6 +96,7 @@ def _clear_staging(folder: Path, older_than: float = 3600.0) -> None:
 
 def create_app(settings: Settings) -> FastAPI:
     hub = build_context(settings)
+    pilot = autopilot.build(hub) if settings.cloud.auto else None
     sockets = Sockets(settings.hub.max_sockets_per_user, settings.hub.max_sockets_total)
 
     @asynccontextmanager
@@ -98,12 +105,16 @@ def create_app(settings: Settings) -> FastAPI:
         hub.queue.on_start()
         reaper = asyncio.create_task(hub.queue.reaper(), name="lease-reaper")
         watch = asyncio.create_task(sockets.watch(hub), name="socket-recheck")
+        auto = None if pilot is None else asyncio.create_task(
+            autopilot.run(pilot, settings.cloud.auto_seconds), name="cloud-autopilot")
         log.info("hub ready at %s", settings.public_url, extra={"action": "start"})
         try:
             yield
         finally:
             reaper.cancel()
             watch.cancel()
+            if auto is not None:
+                auto.cancel()
             hub.queue.notify.close()
             hub.engine.dispose()
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
-from comfymulti.models import Worker
+from comfymulti.models import Job, Worker
+from comfymulti.queue.jobs import HELD
 
 
 def online(window: float, now: float | None = None) -> ColumnElement[bool]:
@@ -49,3 +50,21 @@ def last_catalog_hash(s: Session) -> str | None:
     """The catalog of the worker seen most recently, online or not."""
     return s.scalar(select(Worker.catalog_hash).where(Worker.catalog_hash != "")
                     .order_by(Worker.last_seen.desc()).limit(1))
+
+
+def registered_since(s: Session, names: list[str], since: float) -> set[str]:
+    """Which of these worker names registered or were heard from at or after `since`."""
+    return set(s.scalars(select(Worker.name).where(Worker.name.in_(names),
+                                                   Worker.last_seen >= since)))
+
+
+def drain_named(s: Session, names: list[str]) -> None:
+    """Take no new work to these workers (the hub and the workers read the flag on their next
+    poll); jobs they hold but have not started go back to the queue when they drain."""
+    s.execute(update(Worker).where(Worker.name.in_(names)).values(draining=True))
+
+
+def held_jobs(s: Session, names: list[str]) -> list[str]:
+    """Ids of jobs leased to or running on these workers."""
+    return list(s.scalars(select(Job.id).join(Worker, Worker.id == Job.worker_id).where(
+        Worker.name.in_(names), Job.state.in_([str(state) for state in HELD]))))

@@ -93,8 +93,9 @@ def node_config(settings: Settings, worker_token: str, node: NodeSettings) -> st
 
 
 def startup_script(settings: Settings, worker_token: str, node: NodeSettings | None = None) -> str:
-    """The script for one GPU machine of this hub (node: where things live on it)."""
-    node = node or NodeSettings()
+    """The script for one GPU machine of this hub (node: where things live on it; by default
+    the mount points of the [cloud] section)."""
+    node = node or NodeSettings.model_validate(settings.cloud, from_attributes=True)
     if not worker_token:
         raise ConfigError("no worker token for the startup script "
                           "(create one with 'comfymulti workers token NAME')")

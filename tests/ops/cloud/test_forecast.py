@@ -8,8 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from comfymulti.cli.plan import plan_cmd
-from comfymulti.ops.plan import KEEP, RESTORE, PlanInputs, plan
+from comfymulti.cli.forecast import plan_cmd
+from comfymulti.ops.cloud.forecast import KEEP, RESTORE, PlanInputs, plan
 
 
 def test_twenty_users_ten_days_keeping_the_sfs_is_cheaper_and_saves_twelve_minutes() -> None:

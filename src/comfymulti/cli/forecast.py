@@ -1,4 +1,4 @@
-"""`cloud plan`: the cost calculator's command (attached to the `cloud` group)."""
+"""`cloud plan`: the cost calculator's command (added to the `cloud` group)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from comfymulti.cli.console import JsonOption, out
-from comfymulti.ops import plan as costs
+from comfymulti.ops.cloud import forecast as costs
 
 
 def plan_cmd(
