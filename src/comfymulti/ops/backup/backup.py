@@ -6,6 +6,7 @@ manifest are touched only by the calling thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,8 +15,9 @@ from comfymulti.config import Settings
 from comfymulti.errors import IntegrityError, NotFound, StorageError
 from comfymulti.ops.backup import manifest
 from comfymulti.ops.backup.cache import Cache, sha256_file
+from comfymulti.ops.backup.journal import Journal
 from comfymulti.ops.backup.manifest import Entry, Manifest
-from comfymulti.ops.backup.s3 import ObjectStore
+from comfymulti.ops.backup.s3 import ObjectStore, Progress, no_progress
 from comfymulti.ops.backup.sources import SourceFile, collect, get_set
 
 
@@ -51,13 +53,27 @@ def destination(store: ObjectStore, set_name: str) -> str:
     return f"{store.endpoint}|{store.bucket}|{store.prefix}|{set_name}"
 
 
-def _store_one(store: ObjectStore, set_name: str, src: SourceFile, sha256: str | None,
-               stored: dict[str, str]) -> _Done:
+@dataclass(frozen=True)
+class _Job:
+    """What every file of one run shares."""
+
+    store: ObjectStore
+    set_name: str
+    stored: dict[str, str]  # sha256 -> ETag the destination holds
+    journal: Journal
+    progress: Progress
+
+
+def _store_one(job: _Job, src: SourceFile, sha256: str | None) -> _Done:
     hashed = sha256 is None
     sha = sha256 or sha256_file(src.read_from)
-    uploaded = sha not in stored
-    key = manifest.blob_key(store, set_name, sha)
-    etag = store.upload_file(key, src.read_from, sha) if uploaded else stored[sha]
+    uploaded = sha not in job.stored
+    if uploaded:
+        key = manifest.blob_key(job.store, job.set_name, sha)
+        etag = job.store.upload_file(key, src.read_from, sha, job.journal, job.progress)
+    else:
+        etag = job.stored[sha]
+        job.progress(src.size)
     if (hashed or uploaded) and not src.staged:
         st = src.read_from.stat()
         if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
@@ -65,8 +81,11 @@ def _store_one(store: ObjectStore, set_name: str, src: SourceFile, sha256: str |
     return _Done(src, sha, etag, hashed, uploaded)
 
 
-def run_backup(settings: Settings, set_name: str, store: ObjectStore) -> BackupReport:
-    """Back up one set; raises (and writes no manifest) if any file could not be stored."""
+def run_backup(settings: Settings, set_name: str, store: ObjectStore,
+               progress: Callable[[int], Progress] | None = None) -> BackupReport:
+    """Back up one set; raises (and writes no manifest) if any file could not be stored.
+
+    progress(total bytes) returns the callback told of each file's bytes as they are done."""
     backup_set = get_set(settings, set_name)
     root = settings.backup_root(backup_set)
     store.check()
@@ -76,12 +95,15 @@ def run_backup(settings: Settings, set_name: str, store: ObjectStore) -> BackupR
         raise NotFound(f"backup set {set_name!r}: none of its paths exist under {root}")
     report = BackupReport(set_name, run_id(), missing=missing)
     cache = Cache(settings.backup_cache_dir / "cache.sqlite")
+    journal = Journal(cache.path)
     try:
         dest = destination(store, set_name)
         stored = cache.stored(dest)
         if (previous := manifest.read(store, set_name)) is not None:
             stored.update({e.sha256: e.etag for e in previous.files})
-        done = _transfer(store, set_name, sources, cache, stored, settings.backup.concurrency)
+        told = progress(sum(s.size for s in sources)) if progress else no_progress
+        job = _Job(store, set_name, stored, journal, told)
+        done = _transfer(job, sources, cache, settings.backup.concurrency)
         entries = []
         for item in done:
             src = item.source
@@ -95,6 +117,7 @@ def run_backup(settings: Settings, set_name: str, store: ObjectStore) -> BackupR
             entries.append(Entry(src.rel, src.size, src.mtime_ns, src.mode, item.sha256,
                                  item.etag))
     finally:
+        journal.close()
         cache.close()
     entries.sort(key=lambda e: e.path)
     report.files, report.bytes = len(entries), sum(e.size for e in entries)
@@ -102,15 +125,15 @@ def run_backup(settings: Settings, set_name: str, store: ObjectStore) -> BackupR
     return report
 
 
-def _transfer(store: ObjectStore, set_name: str, sources: list[SourceFile], cache: Cache,
-              stored: dict[str, str], concurrency: int) -> list[_Done]:
+def _transfer(job: _Job, sources: list[SourceFile], cache: Cache, concurrency: int
+              ) -> list[_Done]:
     """Hash and upload on threads. A file that fails is named; a destination that fails stops
     the run at once."""
     failures: list[str] = []
     results: list[_Done] = []
     with ThreadPoolExecutor(concurrency, thread_name_prefix="backup") as pool:
-        futures = [pool.submit(_store_one, store, set_name, src, None if src.staged else
-                               cache.known_hash(src.read_from, src.size, src.mtime_ns), stored)
+        futures = [pool.submit(_store_one, job, src, None if src.staged else
+                               cache.known_hash(src.read_from, src.size, src.mtime_ns))
                    for src in sources]
         for future in as_completed(futures):
             try:
@@ -122,6 +145,6 @@ def _transfer(store: ObjectStore, set_name: str, sources: list[SourceFile], cach
                     other.cancel()
                 raise
     if failures:
-        raise StorageError(f"backup {set_name!r}: {len(failures)} file(s) not stored, no "
+        raise StorageError(f"backup {job.set_name!r}: {len(failures)} file(s) not stored, no "
                            f"manifest written; first: {failures[0]}")
     return results
