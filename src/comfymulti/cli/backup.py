@@ -2,34 +2,126 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
-from comfymulti.cli.console import JsonOption, print_report
+from comfymulti.cli.console import JsonOption, out, print_report, transfer_bar
 from comfymulti.invocation import settings
 
 backup_app = typer.Typer(help="Backups to S3-compatible storage (R2).", no_args_is_help=True)
 
+SetArgument = Annotated[str, typer.Argument(help="Backup set ([backup.sets.NAME]).")]
+
 
 @backup_app.command("run")
-def backup_run(name: Annotated[str, typer.Argument(help="Backup set ([backup.sets.NAME]).")],
-               as_json: JsonOption = False) -> None:
+def backup_run(
+    name: SetArgument,
+    prune: Annotated[bool, typer.Option(
+        help="Also delete older runs, and blobs only they name (mirror sets; snapshot sets "
+        "always apply their retention).")] = False,
+    as_json: JsonOption = False,
+) -> None:
     """Back up a set: upload what changed, then write the run's manifest."""
     from comfymulti.ops.backup.backup import run_backup
     from comfymulti.ops.backup.s3 import ObjectStore
 
     cfg = settings()
-    r = run_backup(cfg, name, ObjectStore(cfg.backup))
+    with transfer_bar(f"backup {name}", as_json) as bar:
+        r = run_backup(cfg, name, ObjectStore(cfg.backup), bar, prune)
     missing = f"; not found: {', '.join(r.missing)}" if r.missing else ""
+    pruned = (f"; pruned {len(r.pruned.runs_deleted)} run(s), {len(r.pruned.blobs_deleted)} "
+              f"object(s), {r.pruned.bytes_freed} bytes" if r.pruned else "")
     print_report(r, as_json, f"{name}: run {r.run}: {r.files} files, {r.bytes} bytes; "
-                  f"uploaded {r.uploaded_files} files, {r.uploaded_bytes} bytes{missing}")
+                  f"uploaded {r.uploaded_files} files, {r.uploaded_bytes} bytes{missing}{pruned}")
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes}m ago"
+    hours = minutes // 60
+    return f"{hours}h ago" if hours < 48 else f"{hours // 24}d ago"
+
+
+@dataclass
+class StatusReport:
+    sets: list[dict[str, Any]] = field(default_factory=list)
+
+
+@backup_app.command("status")
+def backup_status_cmd(as_json: JsonOption = False) -> None:
+    """Each set's last run, age, size, files and error, from this host's records; exit 1 if a
+    scheduled set has not succeeded for twice its schedule."""
+    from comfymulti import backup_status
+    from comfymulti.errors import ComfyMultiError
+
+    cfg = settings()
+    now = time.time()
+    report = StatusReport()
+    table = Table("set", "schedule", "last success", "run", "files", "bytes", "error")
+    overdue = []
+    for name, backup_set in sorted(cfg.backup.sets.items()):
+        st = backup_status.read(cfg.data_dir, name)
+        age, stale = st.age(now), st.stale(backup_set.interval, now)
+        report.sets.append({"set": name, "schedule": backup_set.schedule, "last_run": st.last_run,
+                            "last_success": st.last_success, "age_seconds": age,
+                            "files": st.files, "bytes": st.bytes, "error": st.error,
+                            "stale": stale})
+        table.add_row(name, backup_set.schedule or "by hand", _ago(age) + (" OVERDUE" * stale),
+                      st.last_success_run, str(st.files), str(st.bytes), st.error)
+        if stale:
+            overdue.append(f"{name} (last success {_ago(age)}, schedule {backup_set.schedule})")
+    if as_json:
+        print_report(report, True, "")
+    else:
+        out.print(table)
+    if overdue:
+        raise ComfyMultiError(f"backup overdue: {', '.join(overdue)}; run `comfymulti backup "
+                              "run SET` and check its timer (`comfymulti backup install-timer`)")
+
+
+@dataclass
+class ListReport:
+    set: str
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@backup_app.command("list")
+def backup_list(name: SetArgument, as_json: JsonOption = False) -> None:
+    """The set's runs (snapshots) on the storage, oldest first, with files and bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from comfymulti.ops.backup import manifest
+    from comfymulti.ops.backup.retention import run_time
+    from comfymulti.ops.backup.s3 import ObjectStore
+    from comfymulti.ops.backup.sources import get_set
+
+    cfg = settings()
+    get_set(cfg, name)
+    store = ObjectStore(cfg.backup)
+    runs = manifest.runs(store, name)
+    latest = manifest.read(store, name)
+    with ThreadPoolExecutor(cfg.backup.concurrency) as pool:
+        found = list(pool.map(lambda r: manifest.require(store, name, r), runs))
+    report = ListReport(name, [
+        {"run": m.run, "time": run_time(m.run).isoformat(), "files": len(m.files),
+         "bytes": sum(e.size for e in m.files), "latest": latest is not None and
+         m.run == latest.run} for m in found])
+    lines = [f"{r['run']}  {r['time']}  {r['files']} files  {r['bytes']} bytes"
+             + ("  (latest)" if r["latest"] else "") for r in report.runs]
+    print_report(report, as_json, "\n".join(lines) or f"{name}: no runs yet")
 
 
 @backup_app.command("verify")
 def backup_verify(
-    name: Annotated[str, typer.Argument(help="Backup set.")],
+    name: SetArgument,
     snapshot: Annotated[str | None, typer.Option(help="Run id (default: the latest).")] = None,
     deep: Annotated[bool, typer.Option(help="Download and hash every object.")] = False,
     as_json: JsonOption = False,
@@ -65,8 +157,9 @@ def restore_cmd(
     cfg = settings()
     cache = Cache(cfg.backup_cache_dir / "cache.sqlite")
     try:
-        r = restore(ObjectStore(cfg.backup), name, to, cache, cfg.backup.concurrency,
-                    tier or [], snapshot)
+        with transfer_bar(f"restore {name}", as_json) as bar:
+            r = restore(ObjectStore(cfg.backup), name, to, cache, cfg.backup.concurrency,
+                        tier or [], snapshot, bar)
     finally:
         cache.close()
     sources = ", ".join(f"{n} bytes from {src}" for src, n in sorted(r.bytes_from.items()))

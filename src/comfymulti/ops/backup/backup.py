@@ -6,17 +6,22 @@ manifest are touched only by the calling thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
-from comfymulti.config import Settings
-from comfymulti.errors import IntegrityError, NotFound, StorageError
-from comfymulti.ops.backup import manifest
+from comfymulti import backup_status
+from comfymulti.config import BackupMode, BackupSet, Settings
+from comfymulti.errors import ComfyMultiError, Conflict, IntegrityError, NotFound, StorageError
+from comfymulti.ops.backup import manifest, retention
 from comfymulti.ops.backup.cache import Cache, sha256_file
 from comfymulti.ops.backup.journal import Journal
 from comfymulti.ops.backup.manifest import Entry, Manifest
+from comfymulti.ops.backup.retention import PruneReport
 from comfymulti.ops.backup.s3 import ObjectStore, Progress, no_progress
 from comfymulti.ops.backup.sources import SourceFile, collect, get_set
 
@@ -31,6 +36,7 @@ class BackupReport:
     uploaded_files: int = 0
     uploaded_bytes: int = 0
     missing: list[str] = field(default_factory=list)
+    pruned: PruneReport | None = None
 
 
 @dataclass(frozen=True)
@@ -82,18 +88,62 @@ def _store_one(job: _Job, src: SourceFile, sha256: str | None) -> _Done:
 
 
 def run_backup(settings: Settings, set_name: str, store: ObjectStore,
-               progress: Callable[[int], Progress] | None = None) -> BackupReport:
+               progress: Callable[[int], Progress] | None = None,
+               prune: bool = False) -> BackupReport:
     """Back up one set; raises (and writes no manifest) if any file could not be stored.
 
+    Snapshot sets then drop the runs their retention does not keep; mirror sets drop older
+    runs only with prune. Each attempt is recorded for `backup status` and /health.
     progress(total bytes) returns the callback told of each file's bytes as they are done."""
     backup_set = get_set(settings, set_name)
+    report = BackupReport(set_name, run_id())
+    with _exclusive(settings.backup_cache_dir / f"{set_name}.lock", set_name):
+        try:
+            _back_up(settings, backup_set, store, report, progress)
+            if prune or backup_set.mode == BackupMode.SNAPSHOT:
+                report.pruned = _prune(settings, backup_set, store, set_name)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, ComfyMultiError) else str(exc)
+            backup_status.record(settings.data_dir, set_name, report.run, error=message)
+            raise
+    backup_status.record(settings.data_dir, set_name, report.run, files=report.files,
+                         size=report.bytes)
+    return report
+
+
+@contextmanager
+def _exclusive(lock: Path, set_name: str) -> Iterator[None]:
+    """One run of a set at a time on this host: a prune must never meet a run's fresh blobs."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(f"backup set {set_name!r} is being backed up by another "
+                           "`backup run`; wait for it to finish") from None
+        yield
+
+
+def _prune(settings: Settings, backup_set: BackupSet, store: ObjectStore, set_name: str
+           ) -> PruneReport:
+    found = retention.prune(store, set_name, backup_set, settings.backup.concurrency)
+    cache = Cache(settings.backup_cache_dir / "cache.sqlite")
+    try:
+        cache.forget_stored(destination(store, set_name), found.blobs_deleted)
+    finally:
+        cache.close()
+    return found
+
+
+def _back_up(settings: Settings, backup_set: BackupSet, store: ObjectStore, report: BackupReport,
+             progress: Callable[[int], Progress] | None) -> None:
+    set_name = report.set
     root = settings.backup_root(backup_set)
     store.check()
     staging = settings.backup_cache_dir / "staging" / set_name
-    sources, missing = collect(root, backup_set, staging)
-    if not sources and len(missing) == len(backup_set.paths):
+    sources, report.missing = collect(root, backup_set, staging)
+    if not sources and len(report.missing) == len(backup_set.paths):
         raise NotFound(f"backup set {set_name!r}: none of its paths exist under {root}")
-    report = BackupReport(set_name, run_id(), missing=missing)
     cache = Cache(settings.backup_cache_dir / "cache.sqlite")
     journal = Journal(cache.path)
     try:
@@ -122,7 +172,6 @@ def run_backup(settings: Settings, set_name: str, store: ObjectStore,
     entries.sort(key=lambda e: e.path)
     report.files, report.bytes = len(entries), sum(e.size for e in entries)
     manifest.write(store, Manifest(set_name, report.run, str(backup_set.mode), entries))
-    return report
 
 
 def _transfer(job: _Job, sources: list[SourceFile], cache: Cache, concurrency: int

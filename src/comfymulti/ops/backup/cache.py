@@ -59,3 +59,8 @@ class Cache:
 
     def remember_stored(self, dest: str, sha256: str, etag: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO stored VALUES (?, ?, ?)", (dest, sha256, etag))
+
+    def forget_stored(self, dest: str, shas: list[str]) -> None:
+        """Contents deleted from the destination (by a prune) must be uploaded again."""
+        self.db.executemany("DELETE FROM stored WHERE dest=? AND sha256=?",
+                            [(dest, sha) for sha in shas])

@@ -57,6 +57,17 @@ def _manifest_key(store: ObjectStore, set_name: str, run: str) -> str:
     return store.key(set_name, "manifests", f"{run}.json")
 
 
+def runs(store: ObjectStore, set_name: str) -> list[str]:
+    """Every run with a manifest, oldest first (run ids sort by time)."""
+    folder = store.key(set_name, "manifests") + "/"
+    return sorted(k[len(folder):-len(".json")] for k in store.list(folder)
+                  if k.endswith(".json"))
+
+
+def delete_runs(store: ObjectStore, set_name: str, runs: list[str]) -> None:
+    store.delete([_manifest_key(store, set_name, r) for r in runs])
+
+
 def write(store: ObjectStore, manifest: Manifest) -> None:
     store.put_bytes(_manifest_key(store, manifest.set, manifest.run), manifest.to_json())
     store.put_bytes(store.key(manifest.set, "latest"), manifest.run.encode())

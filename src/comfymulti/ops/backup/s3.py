@@ -135,6 +135,25 @@ class ObjectStore:
         return ObjectInfo(int(r["ContentLength"]), r["ETag"].strip('"'),
                           r.get("Metadata", {}).get("sha256", ""))
 
+    def list(self, prefix: str) -> dict[str, int]:
+        """Every key under prefix (a folder: ends with /) and its size."""
+        found: dict[str, int] = {}
+        with self._translated(f"listing {prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                found.update({o["Key"]: int(o["Size"]) for o in page.get("Contents", [])})
+        return found
+
+    def delete(self, keys: list[str]) -> None:
+        """One DeleteObject per key on the part threads (no DeleteObjects: it needs a checksum
+        of the request body, a corner of R2's dialect not worth depending on)."""
+        def one(key: str) -> None:
+            with self._translated(f"deleting {key}"):
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+        for future in [self._parts.submit(one, k) for k in keys]:
+            future.result()
+
     def put_bytes(self, key: str, data: bytes) -> str:
         digest = hashlib.sha256(data)
         with self._translated(f"writing {key}"):
