@@ -119,6 +119,47 @@ def backup_list(name: SetArgument, as_json: JsonOption = False) -> None:
     print_report(report, as_json, "\n".join(lines) or f"{name}: no runs yet")
 
 
+@backup_app.command("install-timer")
+def backup_install_timer(
+    name: SetArgument,
+    every: Annotated[str | None, typer.Option(
+        help="How often, e.g. 30m, 1h, 1d (default: the set's schedule).")] = None,
+    directory: Annotated[Path, typer.Option("--dir", help="Where the units go.")] = Path(
+        "/etc/systemd/system"),
+    env_file: Annotated[str, typer.Option(
+        help="Environment file the service reads (for the secret key).")] =
+        "/etc/comfymulti/backup.env",
+    cron: Annotated[bool, typer.Option("--cron", help="Print a crontab line instead.")] = False,
+) -> None:
+    """Run `backup run SET` on a schedule: write systemd .service and .timer units."""
+    import sys
+
+    from comfymulti.config import find_config
+    from comfymulti.errors import InvalidInput
+    from comfymulti.invocation import state
+    from comfymulti.ops.backup.sources import get_set
+    from comfymulti.ops.timers import crontab_line, systemd_units
+
+    cfg = settings()
+    every = every or get_set(cfg, name).schedule
+    if not every:
+        raise InvalidInput(f"backup set {name!r} has no schedule: pass --every, e.g. --every 1h")
+    config = find_config(state.config)
+    command = [sys.executable, "-m", "comfymulti",
+               *(["--config", str(config.resolve())] if config else []), "backup", "run", name]
+    if cron:
+        out.print(crontab_line(command, every), markup=False)
+        return
+    units = systemd_units(f"comfymulti-backup-{name}", f"ComfyMulti backup of {name}", command,
+                          every, env_file)
+    directory.mkdir(parents=True, exist_ok=True)
+    for filename, text in units.items():
+        (directory / filename).write_text(text, encoding="utf-8")
+    out.print(f"Wrote {', '.join(str(directory / f) for f in units)}. Start it with:\n"
+              f"  systemctl daemon-reload && systemctl enable --now comfymulti-backup-{name}.timer",
+              markup=False)
+
+
 @backup_app.command("verify")
 def backup_verify(
     name: SetArgument,
