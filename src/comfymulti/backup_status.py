@@ -65,3 +65,22 @@ def record(data_dir: Path, set_name: str, run: str, error: str = "", files: int 
     tmp.write_text(json.dumps(asdict(status)), encoding="utf-8")
     os.replace(tmp, path)
     return status
+
+
+@dataclass(frozen=True)
+class SetHealth:
+    last_success: float | None  # Unix time
+    age_seconds: float | None
+    stale: bool  # scheduled, and no success for twice the schedule
+    error: str  # of the last attempt
+
+
+def overview(data_dir: Path, intervals: dict[str, int | None], now: float
+             ) -> dict[str, SetHealth]:
+    """What /health and /metrics show of each set: read from the files, nothing remote."""
+    found = {}
+    for name, interval in sorted(intervals.items()):
+        status = read(data_dir, name)
+        found[name] = SetHealth(status.last_success, status.age(now),
+                                status.stale(interval, now), status.error)
+    return found

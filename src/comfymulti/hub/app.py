@@ -65,6 +65,7 @@ def build_context(settings: Settings) -> HubContext:
             return fleet.online_count(s, hub.online_window)
 
     metrics.watch(jobs_by_state, workers_online)
+    metrics.watch_backups(hub.backups)
     return hub
 
 
