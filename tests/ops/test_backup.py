@@ -160,13 +160,16 @@ def test_every_file_in_a_tier_means_nothing_downloaded(
     assert tree_of(tmp_path / "restored") == files
 
 
-def write_config(tmp_path: Path, backup: dict[str, Any], root: Path) -> Path:
-    """A config file as a person writes it, the secret left to the environment."""
+def write_config(tmp_path: Path, backup: dict[str, Any], root: Path | None = None,
+                 data_dir: Path | None = None) -> Path:
+    """A config file as a person writes it, the secret left to the environment; with a set
+    `files` covering ROOT, else the ready-made sets."""
     lines = ["[backup]"] + [f"{k} = {v!r}" if isinstance(v, int) else f'{k} = "{v}"'
                             for k, v in backup.items() if k != "secret_access_key"]
-    lines += ["[backup.sets.files]", f'root = "{root}"']
+    if root is not None:
+        lines += ["[backup.sets.files]", f'root = "{root}"']
     path = tmp_path / "comfymulti.toml"
-    path.write_text("\n".join([f'data_dir = "{tmp_path / "data"}"', *lines]) + "\n")
+    path.write_text("\n".join([f'data_dir = "{data_dir or tmp_path / "data"}"', *lines]) + "\n")
     return path
 
 
