@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from comfymulti.ops.backup.cache import PRAGMAS
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS uploads (target TEXT PRIMARY KEY, sha256 TEXT NOT NULL,
                                     part_size INTEGER NOT NULL, upload_id TEXT NOT NULL);
@@ -37,7 +39,7 @@ class Journal:
                                    check_same_thread=False)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(PRAGMAS + _SCHEMA)
 
     def close(self) -> None:
         self._db.close()
