@@ -25,7 +25,8 @@ PAUSE = 0.3
 def _slowed(original: Any) -> Any:
     def wrapper(*args: Any) -> None:
         original(*args)
-        print("part", flush=True)
+        sys.stdout.write("part\n")  # one write: parts land on several threads
+        sys.stdout.flush()
         time.sleep(PAUSE)
     return wrapper
 

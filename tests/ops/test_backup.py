@@ -261,3 +261,29 @@ def test_a_file_changed_while_uploading_is_not_recorded(
     with pytest.raises(StorageError, match=r"big/model\.safetensors"):
         run_backup(settings, "files", store)
     assert manifest.read(store, "files") is None
+
+
+def test_a_file_rewritten_in_place_while_uploading_is_refused_by_its_part_checksum(
+        tmp_path: Path, make_ops: MakeOps) -> None:
+    """Same size, same mtime: only the part sums taken when the file was hashed can tell (the
+    storage checks each part against its sum)."""
+    from comfymulti.errors import StorageError
+
+    root = tmp_path / "src"
+    make_tree(root)
+    settings, store = make_ops(root, paths=["big"])
+    big = root / "big/model.safetensors"
+
+    def rewrite_after_hashing(**_: Any) -> None:
+        st = big.stat()
+        with big.open("r+b") as fh:
+            fh.seek(11 * MIB)
+            fh.write(b"rewritten")
+        os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    store.client.meta.events.register("provide-client-params.s3.CreateMultipartUpload",
+                                      rewrite_after_hashing)
+    with pytest.raises(StorageError, match=r"model\.safetensors.*changed while being backed up"):
+        run_backup(settings, "files", store)
+    assert manifest.read(store, "files") is None
+    assert not store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads")

@@ -18,7 +18,7 @@ from comfymulti import backup_status
 from comfymulti.config import BackupMode, BackupSet, Settings
 from comfymulti.errors import ComfyMultiError, Conflict, IntegrityError, NotFound, StorageError
 from comfymulti.ops.backup import manifest, retention
-from comfymulti.ops.backup.cache import Cache, sha256_file
+from comfymulti.ops.backup.cache import Cache, sha256_file, sha256_parts
 from comfymulti.ops.backup.journal import Journal
 from comfymulti.ops.backup.manifest import Entry, Manifest
 from comfymulti.ops.backup.retention import PruneReport
@@ -72,11 +72,18 @@ class _Job:
 
 def _store_one(job: _Job, src: SourceFile, sha256: str | None) -> _Done:
     hashed = sha256 is None
-    sha = sha256 or sha256_file(src.read_from)
+    part_sums = None
+    if sha256 is not None:
+        sha = sha256
+    elif src.size > job.store.part_size:
+        sha, part_sums = sha256_parts(src.read_from, job.store.part_size)
+    else:
+        sha = sha256_file(src.read_from)
     uploaded = sha not in job.stored
     if uploaded:
         key = manifest.blob_key(job.store, job.set_name, sha)
-        etag = job.store.upload_file(key, src.read_from, sha, job.journal, job.progress)
+        etag = job.store.upload_file(key, src.read_from, sha, job.journal, job.progress,
+                                     part_sums)
     else:
         etag = job.stored[sha]
         job.progress(src.size)
@@ -180,10 +187,17 @@ def _transfer(job: _Job, sources: list[SourceFile], cache: Cache, concurrency: i
     the run at once."""
     failures: list[str] = []
     results: list[_Done] = []
+    known = cache.all_hashes()
+    work = []
+    for src in sources:
+        sha = None if src.staged else known.get((str(src.read_from), src.size, src.mtime_ns))
+        if sha is not None and sha in job.stored:  # unchanged and stored: no thread needed
+            job.progress(src.size)
+            results.append(_Done(src, sha, job.stored[sha], False, False))
+        else:
+            work.append((src, sha))
     with ThreadPoolExecutor(concurrency, thread_name_prefix="backup") as pool:
-        futures = [pool.submit(_store_one, job, src, None if src.staged else
-                               cache.known_hash(src.read_from, src.size, src.mtime_ns))
-                   for src in sources]
+        futures = [pool.submit(_store_one, job, src, sha) for src, sha in work]
         for future in as_completed(futures):
             try:
                 results.append(future.result())

@@ -6,9 +6,12 @@ is not read again; `stored` remembers which contents a destination already holds
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import sqlite3
 from pathlib import Path
+
+_CHUNK = 1024 * 1024
 
 # WAL without an fsync per write: a row per file must cost microseconds, not a disk flush;
 # a crash of the process loses nothing, a power cut at most the last rows of a cache.
@@ -24,6 +27,21 @@ CREATE TABLE IF NOT EXISTS stored (dest TEXT NOT NULL, sha256 TEXT NOT NULL,
 def sha256_file(path: Path) -> str:
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def sha256_parts(path: Path, part_size: int) -> tuple[str, list[str]]:
+    """One read of a big file: its SHA-256, and each part's (base64, as S3 headers want)."""
+    whole, parts = hashlib.sha256(), []
+    with path.open("rb", buffering=0) as fh:
+        while True:
+            part, left = hashlib.sha256(), part_size
+            while left and (chunk := fh.read(min(left, _CHUNK))):
+                whole.update(chunk)
+                part.update(chunk)
+                left -= len(chunk)
+            if left == part_size:
+                return whole.hexdigest(), parts
+            parts.append(base64.b64encode(part.digest()).decode())
 
 
 class Cache:
@@ -42,6 +60,11 @@ class Cache:
         row = self.db.execute("SELECT sha256 FROM hashes WHERE path=? AND size=? AND mtime_ns=?",
                               (str(path), size, mtime_ns)).fetchone()
         return row[0] if row else None
+
+    def all_hashes(self) -> dict[tuple[str, int, int], str]:
+        """(path, size, mtime_ns) -> SHA-256 of every file seen: one query for a whole run."""
+        rows = self.db.execute("SELECT path, size, mtime_ns, sha256 FROM hashes")
+        return {(p, size, mtime): sha for p, size, mtime, sha in rows}
 
     def remember_hash(self, path: Path, size: int, mtime_ns: int, sha256: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)",

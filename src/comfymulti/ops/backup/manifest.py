@@ -7,7 +7,7 @@ after the manifest, each by one PUT (atomic on S3): a failed run leaves no manif
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from comfymulti.errors import NotFound, StorageError
 from comfymulti.ops.backup.s3 import ObjectStore
@@ -34,7 +34,7 @@ class Manifest:
 
     def to_json(self) -> bytes:
         body = {"format": FORMAT, "set": self.set, "run": self.run, "mode": self.mode,
-                "files": [asdict(e) for e in self.files]}
+                "files": [vars(e) for e in self.files]}  # asdict: 10x slower
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
