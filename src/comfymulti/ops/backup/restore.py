@@ -92,6 +92,11 @@ def _fetch(job: _Job, entry: Entry, tmp: Path) -> str:
     return sha256_file(tmp)
 
 
+def _forget_ranges(job: _Job, entry: Entry, tmp: Path) -> None:
+    if entry.size > job.store.part_size:  # only ranged downloads are journaled
+        job.journal.end_download(tmp)
+
+
 def _restore_one(job: _Job, entry: Entry, dest: Path, known: dict[Path, str | None]) -> _Result:
     hashes: dict[Path, str] = {}
     if _matches(dest, entry, known, hashes):
@@ -121,12 +126,12 @@ def _restore_one(job: _Job, entry: Entry, dest: Path, known: dict[Path, str | No
         raise  # tmp and the journal stay: the next attempt resumes
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        job.journal.end_download(tmp)
+        _forget_ranges(job, entry, tmp)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise StorageError(f"disk full in {dest.parent} while restoring {entry.path}; "
                                "free space (or restore --to another disk) and rerun") from exc
         raise
-    job.journal.end_download(tmp)
+    _forget_ranges(job, entry, tmp)
     hashes[dest] = entry.sha256
     return _Result(entry, source, hashes)
 
