@@ -23,7 +23,7 @@ from tests.ops.test_backup import write_config
 from tests.worker.util import RunningAgent, UserApi, image_prompt, sharpen_prompt, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-s3_server, backup_config = ops.s3_server, ops.backup_config  # the real S3 server's fixtures
+backup_config = ops.backup_config  # a bucket on the session's real S3 server
 USERS = ("ann", "bob")
 
 
@@ -70,7 +70,7 @@ async def what_users_see(url: str, tokens: dict[str, str], jobs: dict[str, list[
 
 async def test_a_hub_restored_into_an_empty_folder_serves_everything_and_logins_work(
         live_hub, backup_config: dict[str, Any], tmp_path: Path) -> None:
-    harness, url = live_hub()
+    harness, url = live_hub(queue={"long_poll_seconds": 1.0})  # stops without waiting
     data = harness.ctx.settings.data_dir
     tokens = {user: harness.token(harness.user(user)) for user in USERS}
     fake = FakeComfyUI(hang_node_types={"ImageSharpen"}).start()
@@ -102,6 +102,10 @@ async def test_a_hub_restored_into_an_empty_folder_serves_everything_and_logins_
             health = (await http.get("/health")).json()["backups"]["user-files"]
             assert health["age_seconds"] < 60 and health["error"] == ""
             assert not any(e.prompt_id == writing and e.ended for e in fake.executions)
+            api = UserApi(url, {"Authorization": f"Bearer {tokens['ann']}"})
+            assert await api.cancel(writing) == "requested"  # lets the hub stop at once
+            await api.finished(writing)
+            await api.aclose()
     finally:
         fake.close()
 
