@@ -102,7 +102,6 @@ def _restore_one(job: _Job, entry: Entry, dest: Path, known: dict[Path, str | No
     if _matches(dest, entry, known, hashes):
         job.progress(entry.size)
         return _Result(entry, LOCAL, hashes)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{entry.sha256[:16]}.restoring")  # found again on resume
     try:
         source = REMOTE
@@ -169,6 +168,11 @@ def restore(store: ObjectStore, set_name: str, to: Path, cache: Cache, concurren
         candidates = [dest, *(_target(t, entry) for t in tiers)]
         jobs.append((entry, dest, _known_hashes(cache, candidates, entry)))
     _check_space(to, [(e, d) for e, d, known in jobs if d not in known])
+    try:
+        for folder in sorted({d.parent for _, d, _ in jobs}):  # once each, not once per file
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {exc.filename}: {exc.strerror}") from exc
     journal = Journal(cache.path)
     told = progress(sum(e.size for e, _, _ in jobs)) if progress else no_progress
     job = _Job(store, set_name, tiers, journal, told)
