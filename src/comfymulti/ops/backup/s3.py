@@ -241,7 +241,8 @@ class ObjectStore:
 
     def _multipart(self, key: str, path: Path, fd: int, sha256: str, journal: Journal,
                    progress: Progress, part_sums: list[str] | None) -> str:
-        """Read parts in order (hashing the whole file), send them on the part threads.
+        """Read parts in order (hashing them, unless their sums are known), send them on the
+        part threads.
 
         A part the server already holds (same size, and the ETag the journal recorded or the
         MD5 of these bytes) is not sent again."""
