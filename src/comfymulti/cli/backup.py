@@ -57,8 +57,9 @@ class StatusReport:
 
 @backup_app.command("status")
 def backup_status_cmd(as_json: JsonOption = False) -> None:
-    """Each set's last run, age, size, files and error, from this host's records; exit 1 if a
-    scheduled set has not succeeded for twice its schedule."""
+    """Each set's last run, age, size, files, error; exit 1 if a set is twice overdue.
+
+    Read from this host's records (DATA_DIR/backup-status), not from the storage."""
     from comfymulti import backup_status
     from comfymulti.errors import ComfyMultiError
 
@@ -66,7 +67,8 @@ def backup_status_cmd(as_json: JsonOption = False) -> None:
     now = time.time()
     report = StatusReport()
     table = Table("set", "schedule", "last success", "run", "files", "bytes", "error")
-    overdue = []
+    overdue: list[str] = []
+    late: list[str] = []
     for name, backup_set in sorted(cfg.backup.sets.items()):
         st = backup_status.read(cfg.data_dir, name)
         age, stale = st.age(now), st.stale(backup_set.interval, now)
@@ -78,13 +80,15 @@ def backup_status_cmd(as_json: JsonOption = False) -> None:
                       st.last_success_run, str(st.files), str(st.bytes), st.error)
         if stale:
             overdue.append(f"{name} (last success {_ago(age)}, schedule {backup_set.schedule})")
+            late.append(name)
     if as_json:
         print_report(report, True, "")
     else:
         out.print(table)
     if overdue:
         raise ComfyMultiError(f"backup overdue: {', '.join(overdue)}; run `comfymulti backup "
-                              "run SET` and check its timer (`comfymulti backup install-timer`)")
+                              f"run {late[0]}` and check its timer (systemctl status "
+                              f"comfymulti-backup-{late[0]}.timer)")
 
 
 @dataclass
