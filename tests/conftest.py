@@ -25,6 +25,7 @@ from comfymulti.hub.app import create_app
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import users, workers
 from comfymulti.queue.jobs import Role
+from tests.fakes.seaweedfs import SeaweedS3
 
 
 @pytest.fixture
@@ -180,3 +181,14 @@ def wait_for_worker(harness: HubHarness, timeout: float = 30.0) -> None:
 
 __all__ = ["HubHarness", "LiveServer", "free_port", "httpx", "simple_prompt",
            "tiny_catalog", "wait_for"]
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS `weed mini`) on loopback, one per session: here, so the
+    backup tests (tests/ops) and the disaster-recovery test (tests/e2e) share it."""
+    server = SeaweedS3()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -153,6 +153,21 @@ class BackupSet(_Section):
             raise ValueError('expected counts like "24h 7d 4w"')
         return value
 
+    @property
+    def interval(self) -> int | None:
+        """The schedule in seconds (None: run by hand)."""
+        return duration_seconds(self.schedule) if self.schedule else None
+
+
+_UNIT_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_seconds(value: str) -> int:
+    """"90m", "1h", "2d", "1w" in seconds; ValueError for anything else."""
+    if not value or not _EVERY.match(value) or int(value[:-1]) == 0:
+        raise ValueError(f"{value!r}: expected a number and m, h, d or w, e.g. 1h")
+    return int(value[:-1]) * _UNIT_SECONDS[value[-1]]
+
 
 def _default_sets() -> dict[str, BackupSet]:
     return {

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from comfymulti.backup_status import SetHealth
 from comfymulti.queue.jobs import JobState, Policy
 
 _BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -40,6 +41,29 @@ class _Live(Collector):
                                 value=per_hour)
 
 
+class _Backups(Collector):
+    """Each backup set's last success and age, read from the status files at scrape time."""
+
+    def __init__(self, overview: Callable[[], dict[str, SetHealth]]) -> None:
+        self._overview = overview
+
+    def collect(self) -> Iterator[Metric]:
+        last = GaugeMetricFamily("comfymulti_backup_last_success_timestamp_seconds",
+                                 "Unix time of the set's last successful backup run (0: never).",
+                                 labels=["set"])
+        age = GaugeMetricFamily("comfymulti_backup_age_seconds",
+                                "Seconds since the set's last successful backup (+Inf: never).",
+                                labels=["set"])
+        stale = GaugeMetricFamily("comfymulti_backup_overdue",
+                                  "1 if the set has not succeeded for twice its schedule.",
+                                  labels=["set"])
+        for name, row in self._overview().items():
+            last.add_metric([name], row.last_success or 0)
+            age.add_metric([name], float("inf") if row.age_seconds is None else row.age_seconds)
+            stale.add_metric([name], float(row.stale))
+        yield from (last, age, stale)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -60,3 +84,6 @@ class Metrics:
               workers_online: Callable[[], int],
               cloud_costs: Callable[[], tuple[float, float]]) -> None:
         self.registry.register(_Live(jobs_by_state, workers_online, cloud_costs))
+
+    def watch_backups(self, overview: Callable[[], dict[str, SetHealth]]) -> None:
+        self.registry.register(_Backups(overview))

@@ -63,15 +63,6 @@ class R2Guard:
             self.downloads += 1
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[SeaweedS3]:
-    server = SeaweedS3()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def guard() -> Iterator[R2Guard]:
     g = R2Guard()

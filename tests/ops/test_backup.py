@@ -160,13 +160,16 @@ def test_every_file_in_a_tier_means_nothing_downloaded(
     assert tree_of(tmp_path / "restored") == files
 
 
-def write_config(tmp_path: Path, backup: dict[str, Any], root: Path) -> Path:
-    """A config file as a person writes it, the secret left to the environment."""
+def write_config(tmp_path: Path, backup: dict[str, Any], root: Path | None = None,
+                 data_dir: Path | None = None) -> Path:
+    """A config file as a person writes it, the secret left to the environment; with a set
+    `files` covering ROOT, else the ready-made sets."""
     lines = ["[backup]"] + [f"{k} = {v!r}" if isinstance(v, int) else f'{k} = "{v}"'
                             for k, v in backup.items() if k != "secret_access_key"]
-    lines += ["[backup.sets.files]", f'root = "{root}"']
+    if root is not None:
+        lines += ["[backup.sets.files]", f'root = "{root}"']
     path = tmp_path / "comfymulti.toml"
-    path.write_text("\n".join([f'data_dir = "{tmp_path / "data"}"', *lines]) + "\n")
+    path.write_text("\n".join([f'data_dir = "{data_dir or tmp_path / "data"}"', *lines]) + "\n")
     return path
 
 
@@ -258,3 +261,29 @@ def test_a_file_changed_while_uploading_is_not_recorded(
     with pytest.raises(StorageError, match=r"big/model\.safetensors"):
         run_backup(settings, "files", store)
     assert manifest.read(store, "files") is None
+
+
+def test_a_file_rewritten_in_place_while_uploading_is_refused_by_its_part_checksum(
+        tmp_path: Path, make_ops: MakeOps) -> None:
+    """Same size, same mtime: only the part sums taken when the file was hashed can tell (the
+    storage checks each part against its sum)."""
+    from comfymulti.errors import StorageError
+
+    root = tmp_path / "src"
+    make_tree(root)
+    settings, store = make_ops(root, paths=["big"])
+    big = root / "big/model.safetensors"
+
+    def rewrite_after_hashing(**_: Any) -> None:
+        st = big.stat()
+        with big.open("r+b") as fh:
+            fh.seek(11 * MIB)
+            fh.write(b"rewritten")
+        os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    store.client.meta.events.register("provide-client-params.s3.CreateMultipartUpload",
+                                      rewrite_after_hashing)
+    with pytest.raises(StorageError, match=r"model\.safetensors.*changed while being backed up"):
+        run_backup(settings, "files", store)
+    assert manifest.read(store, "files") is None
+    assert not store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads")

@@ -5,10 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from comfymulti.db import make_engine, migrate, session_factory
@@ -48,3 +58,19 @@ def ago(when: float, now: float | None = None) -> str:
     if seconds < 24 * 3600:
         return f"{seconds / 3600:.0f} h ago"
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
+
+
+@contextmanager
+def transfer_bar(label: str, as_json: bool
+                 ) -> Iterator[Callable[[int], Callable[[int], None]] | None]:
+    """A bar with bytes, bytes/s and ETA for a person at a terminal; None for --json and when
+    stdout is a pipe or a file. Yields start(total bytes) -> advance(bytes)."""
+    if as_json or not out.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), console=out, transient=True) as bar:
+        def start(total: int) -> Callable[[int], None]:
+            task = bar.add_task(label, total=total)
+            return lambda n: bar.advance(task, n)
+        yield start

@@ -81,6 +81,7 @@ def build_context(settings: Settings) -> HubContext:
             return costs.spend(s, time.time())
 
     metrics.watch(jobs_by_state, workers_online, cloud_costs)
+    metrics.watch_backups(hub.backups)
     return hub
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -9,6 +10,8 @@ from typing import TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from comfymulti import backup_status
+from comfymulti.backup_status import SetHealth
 from comfymulti.blocking import Offload
 from comfymulti.config import Settings
 from comfymulti.db import transaction
@@ -46,6 +49,12 @@ class HubContext:
                 return fn(s)
 
         return await self.run(in_transaction)
+
+    def backups(self) -> dict[str, SetHealth]:
+        """Each backup set's last success and age, from the status files `backup run` writes
+        in the data folder (never from the object store)."""
+        intervals = {name: s.interval for name, s in self.settings.backup.sets.items()}
+        return backup_status.overview(self.settings.data_dir, intervals, time.time())
 
     @property
     def online_window(self) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Depends, Response
@@ -51,7 +52,8 @@ def _probe(hub: HubContext) -> dict[str, Any]:
 
 @router.get("/health")
 async def health(hub: HubContext = Depends(get_hub)) -> Response:
-    body: dict[str, Any] = {"status": "ok", "db": "ok"}
+    body: dict[str, Any] = {"status": "ok", "db": "ok", "backups": {
+        name: asdict(row) for name, row in hub.backups().items()}}
     try:
         body.update(await asyncio.wait_for(hub.probe(_probe, hub), DEADLINE))
     except (TimeoutError, Unavailable):

@@ -6,16 +6,23 @@ manifest are touched only by the calling thread.
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
-from comfymulti.config import Settings
-from comfymulti.errors import IntegrityError, NotFound, StorageError
-from comfymulti.ops.backup import manifest
-from comfymulti.ops.backup.cache import Cache, sha256_file
+from comfymulti import backup_status
+from comfymulti.config import BackupMode, BackupSet, Settings
+from comfymulti.errors import ComfyMultiError, Conflict, IntegrityError, NotFound, StorageError
+from comfymulti.ops.backup import manifest, retention
+from comfymulti.ops.backup.cache import Cache, sha256_file, sha256_parts
+from comfymulti.ops.backup.journal import Journal
 from comfymulti.ops.backup.manifest import Entry, Manifest
-from comfymulti.ops.backup.s3 import ObjectStore
+from comfymulti.ops.backup.retention import PruneReport
+from comfymulti.ops.backup.s3 import ObjectStore, Progress, no_progress
 from comfymulti.ops.backup.sources import SourceFile, collect, get_set
 
 
@@ -29,6 +36,7 @@ class BackupReport:
     uploaded_files: int = 0
     uploaded_bytes: int = 0
     missing: list[str] = field(default_factory=list)
+    pruned: PruneReport | None = None
 
 
 @dataclass(frozen=True)
@@ -51,13 +59,34 @@ def destination(store: ObjectStore, set_name: str) -> str:
     return f"{store.endpoint}|{store.bucket}|{store.prefix}|{set_name}"
 
 
-def _store_one(store: ObjectStore, set_name: str, src: SourceFile, sha256: str | None,
-               stored: dict[str, str]) -> _Done:
+@dataclass(frozen=True)
+class _Job:
+    """What every file of one run shares."""
+
+    store: ObjectStore
+    set_name: str
+    stored: dict[str, str]  # sha256 -> ETag the destination holds
+    journal: Journal
+    progress: Progress
+
+
+def _store_one(job: _Job, src: SourceFile, sha256: str | None) -> _Done:
     hashed = sha256 is None
-    sha = sha256 or sha256_file(src.read_from)
-    uploaded = sha not in stored
-    key = manifest.blob_key(store, set_name, sha)
-    etag = store.upload_file(key, src.read_from, sha) if uploaded else stored[sha]
+    part_sums = None
+    if sha256 is not None:
+        sha = sha256
+    elif src.size > job.store.part_size:
+        sha, part_sums = sha256_parts(src.read_from, job.store.part_size)
+    else:
+        sha = sha256_file(src.read_from)
+    uploaded = sha not in job.stored
+    if uploaded:
+        key = manifest.blob_key(job.store, job.set_name, sha)
+        etag = job.store.upload_file(key, src.read_from, sha, job.journal, job.progress,
+                                     part_sums)
+    else:
+        etag = job.stored[sha]
+        job.progress(src.size)
     if (hashed or uploaded) and not src.staged:
         st = src.read_from.stat()
         if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
@@ -65,23 +94,73 @@ def _store_one(store: ObjectStore, set_name: str, src: SourceFile, sha256: str |
     return _Done(src, sha, etag, hashed, uploaded)
 
 
-def run_backup(settings: Settings, set_name: str, store: ObjectStore) -> BackupReport:
-    """Back up one set; raises (and writes no manifest) if any file could not be stored."""
+def run_backup(settings: Settings, set_name: str, store: ObjectStore,
+               progress: Callable[[int], Progress] | None = None,
+               prune: bool = False) -> BackupReport:
+    """Back up one set; raises (and writes no manifest) if any file could not be stored.
+
+    Snapshot sets then drop the runs their retention does not keep; mirror sets drop older
+    runs only with prune. Each attempt is recorded for `backup status` and /health.
+    progress(total bytes) returns the callback told of each file's bytes as they are done."""
     backup_set = get_set(settings, set_name)
+    report = BackupReport(set_name, run_id())
+    with _exclusive(settings.backup_cache_dir / f"{set_name}.lock", set_name):
+        try:
+            _back_up(settings, backup_set, store, report, progress)
+            if prune or backup_set.mode == BackupMode.SNAPSHOT:
+                report.pruned = _prune(settings, backup_set, store, set_name)
+        except Exception as exc:
+            message = exc.message if isinstance(exc, ComfyMultiError) else str(exc)
+            backup_status.record(settings.data_dir, set_name, report.run, error=message)
+            raise
+    backup_status.record(settings.data_dir, set_name, report.run, files=report.files,
+                         size=report.bytes)
+    return report
+
+
+@contextmanager
+def _exclusive(lock: Path, set_name: str) -> Iterator[None]:
+    """One run of a set at a time on this host: a prune must never meet a run's fresh blobs."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Conflict(f"backup set {set_name!r} is being backed up by another "
+                           "`backup run`; wait for it to finish") from None
+        yield
+
+
+def _prune(settings: Settings, backup_set: BackupSet, store: ObjectStore, set_name: str
+           ) -> PruneReport:
+    found = retention.prune(store, set_name, backup_set, settings.backup.concurrency)
+    cache = Cache(settings.backup_cache_dir / "cache.sqlite")
+    try:
+        cache.forget_stored(destination(store, set_name), found.blobs_deleted)
+    finally:
+        cache.close()
+    return found
+
+
+def _back_up(settings: Settings, backup_set: BackupSet, store: ObjectStore, report: BackupReport,
+             progress: Callable[[int], Progress] | None) -> None:
+    set_name = report.set
     root = settings.backup_root(backup_set)
     store.check()
     staging = settings.backup_cache_dir / "staging" / set_name
-    sources, missing = collect(root, backup_set, staging)
-    if not sources and len(missing) == len(backup_set.paths):
+    sources, report.missing = collect(root, backup_set, staging)
+    if not sources and len(report.missing) == len(backup_set.paths):
         raise NotFound(f"backup set {set_name!r}: none of its paths exist under {root}")
-    report = BackupReport(set_name, run_id(), missing=missing)
     cache = Cache(settings.backup_cache_dir / "cache.sqlite")
+    journal = Journal(cache.path)
     try:
         dest = destination(store, set_name)
         stored = cache.stored(dest)
         if (previous := manifest.read(store, set_name)) is not None:
             stored.update({e.sha256: e.etag for e in previous.files})
-        done = _transfer(store, set_name, sources, cache, stored, settings.backup.concurrency)
+        told = progress(sum(s.size for s in sources)) if progress else no_progress
+        job = _Job(store, set_name, stored, journal, told)
+        done = _transfer(job, sources, cache, settings.backup.concurrency)
         entries = []
         for item in done:
             src = item.source
@@ -95,23 +174,30 @@ def run_backup(settings: Settings, set_name: str, store: ObjectStore) -> BackupR
             entries.append(Entry(src.rel, src.size, src.mtime_ns, src.mode, item.sha256,
                                  item.etag))
     finally:
+        journal.close()
         cache.close()
     entries.sort(key=lambda e: e.path)
     report.files, report.bytes = len(entries), sum(e.size for e in entries)
     manifest.write(store, Manifest(set_name, report.run, str(backup_set.mode), entries))
-    return report
 
 
-def _transfer(store: ObjectStore, set_name: str, sources: list[SourceFile], cache: Cache,
-              stored: dict[str, str], concurrency: int) -> list[_Done]:
+def _transfer(job: _Job, sources: list[SourceFile], cache: Cache, concurrency: int
+              ) -> list[_Done]:
     """Hash and upload on threads. A file that fails is named; a destination that fails stops
     the run at once."""
     failures: list[str] = []
     results: list[_Done] = []
+    known = cache.all_hashes()
+    work = []
+    for src in sources:
+        sha = None if src.staged else known.get((str(src.read_from), src.size, src.mtime_ns))
+        if sha is not None and sha in job.stored:  # unchanged and stored: no thread needed
+            job.progress(src.size)
+            results.append(_Done(src, sha, job.stored[sha], False, False))
+        else:
+            work.append((src, sha))
     with ThreadPoolExecutor(concurrency, thread_name_prefix="backup") as pool:
-        futures = [pool.submit(_store_one, store, set_name, src, None if src.staged else
-                               cache.known_hash(src.read_from, src.size, src.mtime_ns), stored)
-                   for src in sources]
+        futures = [pool.submit(_store_one, job, src, sha) for src, sha in work]
         for future in as_completed(futures):
             try:
                 results.append(future.result())
@@ -122,6 +208,6 @@ def _transfer(store: ObjectStore, set_name: str, sources: list[SourceFile], cach
                     other.cancel()
                 raise
     if failures:
-        raise StorageError(f"backup {set_name!r}: {len(failures)} file(s) not stored, no "
+        raise StorageError(f"backup {job.set_name!r}: {len(failures)} file(s) not stored, no "
                            f"manifest written; first: {failures[0]}")
     return results

@@ -7,7 +7,7 @@ after the manifest, each by one PUT (atomic on S3): a failed run leaves no manif
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from comfymulti.errors import NotFound, StorageError
 from comfymulti.ops.backup.s3 import ObjectStore
@@ -34,7 +34,7 @@ class Manifest:
 
     def to_json(self) -> bytes:
         body = {"format": FORMAT, "set": self.set, "run": self.run, "mode": self.mode,
-                "files": [asdict(e) for e in self.files]}
+                "files": [vars(e) for e in self.files]}  # asdict: 10x slower
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
     @classmethod
@@ -55,6 +55,17 @@ def blob_key(store: ObjectStore, set_name: str, sha256: str) -> str:
 
 def _manifest_key(store: ObjectStore, set_name: str, run: str) -> str:
     return store.key(set_name, "manifests", f"{run}.json")
+
+
+def runs(store: ObjectStore, set_name: str) -> list[str]:
+    """Every run with a manifest, oldest first (run ids sort by time)."""
+    folder = store.key(set_name, "manifests") + "/"
+    return sorted(k[len(folder):-len(".json")] for k in store.list(folder)
+                  if k.endswith(".json"))
+
+
+def delete_runs(store: ObjectStore, set_name: str, runs: list[str]) -> None:
+    store.delete([_manifest_key(store, set_name, r) for r in runs])
 
 
 def write(store: ObjectStore, manifest: Manifest) -> None:

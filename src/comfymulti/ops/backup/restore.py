@@ -7,20 +7,22 @@ Every copy is hashed while it is written and renamed into place only if it match
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
-import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from comfymulti.errors import IntegrityError, StorageError
+from comfymulti.errors import IntegrityError, RemoteUnavailable, StorageError
 from comfymulti.ops.backup import manifest
 from comfymulti.ops.backup.cache import Cache, sha256_file
+from comfymulti.ops.backup.journal import Journal
 from comfymulti.ops.backup.manifest import Entry
-from comfymulti.ops.backup.s3 import ObjectStore
+from comfymulti.ops.backup.s3 import ObjectStore, Progress, no_progress
 
 LOCAL = "local"
 REMOTE = "remote"
@@ -60,33 +62,58 @@ def _matches(path: Path, entry: Entry, known: dict[Path, str | None],
     return sha == entry.sha256
 
 
-def _copy_hashing(src: BinaryIO, out: BinaryIO) -> str:
+def _copy_hashing(src: BinaryIO, out: BinaryIO, progress: Progress) -> str:
     digest = hashlib.sha256()
     while chunk := src.read(_CHUNK):
         digest.update(chunk)
         out.write(chunk)
+        progress(len(chunk))
     return digest.hexdigest()
 
 
-def _restore_one(store: ObjectStore, set_name: str, entry: Entry, dest: Path, tiers: list[Path],
-                 known: dict[Path, str | None]) -> _Result:
+@dataclass(frozen=True)
+class _Job:
+    """What every file of one restore shares."""
+
+    store: ObjectStore
+    set_name: str
+    tiers: list[Path]
+    journal: Journal
+    progress: Progress
+
+
+def _fetch(job: _Job, entry: Entry, tmp: Path) -> str:
+    """Download into tmp; a big object by parallel ranges, resuming a tmp left by a kill."""
+    key = manifest.blob_key(job.store, job.set_name, entry.sha256)
+    if entry.size <= job.store.part_size:
+        with tmp.open("wb") as out:
+            return job.store.download(key, out, job.progress)
+    job.store.download_ranges(key, entry.size, entry.sha256, tmp, job.journal, job.progress)
+    return sha256_file(tmp)
+
+
+def _forget_ranges(job: _Job, entry: Entry, tmp: Path) -> None:
+    if entry.size > job.store.part_size:  # only ranged downloads are journaled
+        job.journal.end_download(tmp)
+
+
+def _restore_one(job: _Job, entry: Entry, dest: Path, known: dict[Path, str | None]) -> _Result:
     hashes: dict[Path, str] = {}
     if _matches(dest, entry, known, hashes):
+        job.progress(entry.size)
         return _Result(entry, LOCAL, hashes)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.restoring")
+    tmp = dest.with_name(f".{dest.name}.{entry.sha256[:16]}.restoring")  # found again on resume
     try:
         source = REMOTE
-        for tier in tiers:
+        for tier in job.tiers:
             candidate = _target(tier, entry)
             if _matches(candidate, entry, known, hashes):
                 source = str(tier)
                 with candidate.open("rb") as src, tmp.open("wb") as out:
-                    sha = _copy_hashing(src, out)
+                    sha = _copy_hashing(src, out, job.progress)
                 break
         else:
-            with tmp.open("wb") as out:
-                sha = store.download(manifest.blob_key(store, set_name, entry.sha256), out)
+            sha = _fetch(job, entry, tmp)
         if sha != entry.sha256:
             where = "the stored copy" if source == REMOTE else f"the copy in {source}"
             raise IntegrityError(f"{entry.path}: {where} does not match the manifest's SHA-256; "
@@ -94,8 +121,16 @@ def _restore_one(store: ObjectStore, set_name: str, entry: Entry, dest: Path, ti
         os.chmod(tmp, entry.mode)
         os.utime(tmp, ns=(entry.mtime_ns, entry.mtime_ns))
         os.replace(tmp, dest)
-    finally:
+    except RemoteUnavailable:
+        raise  # tmp and the journal stay: the next attempt resumes
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _forget_ranges(job, entry, tmp)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise StorageError(f"disk full in {dest.parent} while restoring {entry.path}; "
+                               "free space (or restore --to another disk) and rerun") from exc
+        raise
+    _forget_ranges(job, entry, tmp)
     hashes[dest] = entry.sha256
     return _Result(entry, source, hashes)
 
@@ -114,7 +149,12 @@ def _known_hashes(cache: Cache, paths: list[Path], entry: Entry) -> dict[Path, s
 
 
 def restore(store: ObjectStore, set_name: str, to: Path, cache: Cache, concurrency: int,
-            tiers: list[Path] | None = None, run: str | None = None) -> RestoreReport:
+            tiers: list[Path] | None = None, run: str | None = None,
+            progress: Callable[[int], Progress] | None = None) -> RestoreReport:
+    """Restore a run (default: the latest) into `to`; progress(total bytes) returns the
+    callback told of bytes as they are placed.
+
+    A file that fails is named in the report; a full disk or an unreachable store stops all."""
     found = manifest.require(store, set_name, run)
     tiers = tiers or []
     report = RestoreReport(set_name, found.run, len(found.files))
@@ -128,20 +168,36 @@ def restore(store: ObjectStore, set_name: str, to: Path, cache: Cache, concurren
         candidates = [dest, *(_target(t, entry) for t in tiers)]
         jobs.append((entry, dest, _known_hashes(cache, candidates, entry)))
     _check_space(to, [(e, d) for e, d, known in jobs if d not in known])
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="restore") as pool:
-        futures = [pool.submit(_restore_one, store, set_name, entry, dest, tiers, known)
-                   for entry, dest, known in jobs]
-        for future in as_completed(futures):
+    try:
+        for folder in sorted({d.parent for _, d, _ in jobs}):  # once each, not once per file
+            folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create {exc.filename}: {exc.strerror}") from exc
+    journal = Journal(cache.path)
+    told = progress(sum(e.size for e, _, _ in jobs)) if progress else no_progress
+    job = _Job(store, set_name, tiers, journal, told)
+    try:
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="restore") as pool:
+            futures = [pool.submit(_restore_one, job, entry, dest, known)
+                       for entry, dest, known in jobs]
             try:
-                result = future.result()
-            except (IntegrityError, OSError) as exc:
-                report.problems.append(str(exc))
-                continue
-            size = report.bytes_from.get(result.source, 0) + result.entry.size
-            report.bytes_from[result.source] = size
-            for path, sha in result.hashes.items():
-                st = path.stat()
-                cache.remember_hash(path, st.st_size, st.st_mtime_ns, sha)
+                for future in as_completed(futures):
+                    try:
+                        result = future.result()
+                    except (IntegrityError, OSError) as exc:
+                        report.problems.append(str(exc))
+                        continue
+                    size = report.bytes_from.get(result.source, 0) + result.entry.size
+                    report.bytes_from[result.source] = size
+                    for path, sha in result.hashes.items():
+                        st = path.stat()
+                        cache.remember_hash(path, st.st_size, st.st_mtime_ns, sha)
+            except BaseException:
+                for other in futures:
+                    other.cancel()
+                raise
+    finally:
+        journal.close()
     report.problems.sort()
     return report
 
