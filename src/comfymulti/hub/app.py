@@ -21,6 +21,7 @@ from comfymulti.hub.api import admin, health, jobs, templates, worker
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services.auth import PasswordChecks
 from comfymulti.hub.web import errors, openapi
+from comfymulti.hub.web.compression import GzipCache
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.web.viewcache import ViewCache
 from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, userdata, ws
@@ -102,6 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.hub = hub
     app.add_middleware(ApiAliases)
     app.state.sockets = sockets
+    app.state.gzip = GzipCache(settings.data_dir / "cache" / "gzip", Offload(1))
     for router in (health.router, worker.router, jobs.router, admin.router, templates.router,
                    frontend.router, env_api.router, run_api.router, ws.router,
                    userdata.router, files_api.router):

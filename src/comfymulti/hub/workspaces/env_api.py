@@ -14,6 +14,7 @@ from comfymulti.db import transaction
 from comfymulti.errors import NotFound
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.web.access import get_hub
+from comfymulti.hub.web.compression import accepts_gzip, is_fresh
 from comfymulti.hub.workspaces.router import workspace_router
 from comfymulti.queue import fleet
 
@@ -65,13 +66,17 @@ def extensions() -> list[str]:
 
 @router.get("/api/object_info")
 def object_info(request: Request, hub: HubContext = Depends(get_hub)) -> Response:
-    """Served from bytes prepared once, gzipped for every client that accepts it."""
+    """Served from bytes prepared once, gzipped for every client that accepts it; a browser
+    that has this catalog already gets a 304."""
     with transaction(hub.factory) as s:
-        plain, packed = hub.queue.catalogs.current_object_info_json(s)
-    if "gzip" in request.headers.get("accept-encoding", "").lower():
-        return Response(packed, media_type="application/json",
-                        headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
-    return Response(plain, media_type="application/json", headers={"Vary": "Accept-Encoding"})
+        packed = hub.queue.catalogs.current_object_info_json(s)
+    headers = {"Vary": "Accept-Encoding", "ETag": packed.etag, "Cache-Control": "no-cache"}
+    if is_fresh(request.headers, packed.etag):
+        return Response(status_code=304, headers=headers)
+    if accepts_gzip(request.headers):
+        return Response(packed.gzipped, media_type="application/json",
+                        headers={**headers, "Content-Encoding": "gzip"})
+    return Response(packed.plain, media_type="application/json", headers=headers)
 
 
 @router.get("/api/object_info/{class_type}")
