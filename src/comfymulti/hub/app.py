@@ -24,7 +24,7 @@ from comfymulti.hub.web import errors, openapi
 from comfymulti.hub.web.compression import GzipCache
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.web.viewcache import ViewCache
-from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, userdata, ws
+from comfymulti.hub.workspaces import env_api, files_api, frontend, gallery, run_api, userdata, ws
 from comfymulti.hub.workspaces.aliases import ApiAliases
 from comfymulti.hub.workspaces.sockets import Sockets
 from comfymulti.metrics import Metrics
@@ -105,7 +105,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.sockets = sockets
     app.state.gzip = GzipCache(settings.data_dir / "cache" / "gzip", Offload(1))
     for router in (health.router, worker.router, jobs.router, admin.router, templates.router,
-                   frontend.router, env_api.router, run_api.router, ws.router,
+                   frontend.router, env_api.router, gallery.router, run_api.router, ws.router,
                    userdata.router, files_api.router):
         app.include_router(router)
     frontend.add_static_fallback(app.router)  # last: every API route wins over static files

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 from comfymulti.config import Settings
 from comfymulti.errors import InvalidInput, NotFound
@@ -70,3 +72,63 @@ def remove(settings: Settings, name: str) -> None:
     if not path.is_file():
         raise NotFound(f"no template {name!r}")
     path.unlink()
+
+
+# ---------------------------------------------------------------- the frontend's template dialog
+
+THUMBNAILS = (".webp", ".png", ".jpg", ".jpeg")
+_DEFAULT_FILE = ".default"  # the default workflow's file name; not a .json, so never listed
+
+
+class Card(NamedTuple):
+    """One template as the frontend's template dialog shows it."""
+
+    slug: str  # the name in the dialog's URLs (`?template=`): letters, digits, `_.-` only
+    path: Path
+    title: str
+    description: str
+    thumbnail: Path | None
+
+
+def slug(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)
+
+
+def card(path: Path) -> Card:
+    """Title and description from the workflow's own `extra` (as published), else its name;
+    the thumbnail is an image of the same name beside it."""
+    try:
+        extra = json.loads(path.read_bytes()).get("extra") or {}
+    except (OSError, ValueError, AttributeError):
+        extra = {}
+    extra = extra if isinstance(extra, dict) else {}
+    title = extra.get("title") if isinstance(extra.get("title"), str) else path.stem
+    description = extra.get("description")
+    thumbnail = next((p for ext in THUMBNAILS if (p := path.with_suffix(ext)).is_file()
+                      and not p.is_symlink()), None)
+    return Card(slug(path), path, title, description if isinstance(description, str) else "",
+                thumbnail)
+
+
+def cards(settings: Settings) -> list[Card]:
+    return [card(p) for p in list_templates(settings)]
+
+
+def by_slug(settings: Settings, name: str) -> Card | None:
+    return next((c for c in cards(settings) if c.slug == name), None)
+
+
+def default_workflow(settings: Settings) -> str | None:
+    """The template file new participants open with, if the organiser chose one that exists."""
+    marker = settings.templates_dir / _DEFAULT_FILE
+    if not marker.is_file():
+        return None
+    name = marker.read_text().strip()
+    return name if (settings.templates_dir / name).is_file() else None
+
+
+def set_default(settings: Settings, name: str) -> None:
+    path = settings.templates_dir / _check_name(name)
+    if not path.is_file():
+        raise NotFound(f"no template {name!r}")
+    (settings.templates_dir / _DEFAULT_FILE).write_text(path.name + "\n")

@@ -20,7 +20,7 @@ from comfymulti.queue import fleet
 
 router = workspace_router()
 
-EXTENSIONS = ["/extensions/comfymulti/queue_eta.js"]
+EXTENSIONS = ["/extensions/comfymulti/queue_eta.js", "/extensions/comfymulti/session.js"]
 
 
 def features(hub: HubContext) -> dict[str, Any]:
@@ -136,18 +136,6 @@ def empty_map() -> dict[str, Any]:
 @router.get("/api/global_subgraphs/{subgraph_id}")
 def no_subgraph(subgraph_id: str) -> dict[str, Any]:
     raise NotFound(f"no global subgraph {subgraph_id!r}")
-
-
-@router.get("/templates/index.json")
-def template_index() -> list[Any]:
-    """ComfyUI's template gallery (a separate package) is not installed: an empty gallery.
-    Workshop workflows appear under Workflows/Workshop instead."""
-    return []
-
-
-@router.get("/templates/index_logo.json")
-def template_logos() -> dict[str, Any]:
-    return {}
 
 
 @router.get("/api/embeddings")

@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from comfymulti import __version__
 from comfymulti.errors import NotFound, Unauthorized
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.services import sessions
+from comfymulti.hub.services import sessions, templates
 from comfymulti.hub.services.auth import token_hash
 from comfymulti.hub.web import sessions as web_sessions
 from comfymulti.hub.web.access import (
@@ -29,6 +29,7 @@ from comfymulti.hub.web.access import (
 )
 from comfymulti.hub.web.compression import accepts_gzip, is_fresh
 from comfymulti.hub.web.ratelimit import TooManyAttempts
+from comfymulti.hub.workspaces import userdata
 from comfymulti.models import User
 from comfymulti.userfiles import USER_NAME
 
@@ -169,7 +170,19 @@ async def workspace(request: Request, user: str, hub: HubContext = Depends(get_h
     if me is None:
         return RedirectResponse(f"/?next={quote(f'/u/{user}/')}", status_code=303)
     await workspace_owner(user, me)
+    if "template" not in request.query_params and (start := _first_workflow(hub, me)):
+        return RedirectResponse(f"/u/{quote(user)}/?template={start}", status_code=303)
     return await _static_file(request, FRONTEND, STATIC, "index.html", "no-store")
+
+
+def _first_workflow(hub: HubContext, me: User) -> str | None:
+    """The organiser's default workflow, for a participant who has not been in yet: the
+    frontend opens `?template=<name>` from its template dialog's routes (gallery.py) in place
+    of its blank canvas, then records Comfy.TutorialCompleted, so this happens once."""
+    if userdata.setting(hub, me, "Comfy.TutorialCompleted"):
+        return None
+    name = templates.default_workflow(hub.settings)
+    return templates.slug(hub.settings.templates_dir / name) if name else None
 
 
 @router.get("/u/{user}/extensions/comfymulti/{name}", include_in_schema=False)
