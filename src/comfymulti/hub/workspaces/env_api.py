@@ -124,18 +124,32 @@ def folder_paths(hub: HubContext = Depends(get_hub)) -> dict[str, list[str]]:
     return {folder: [f"/models/{folder}"] for folder in _models(hub)}
 
 
-@router.get("/api/i18n")
 @router.get("/api/global_subgraphs")
+def global_subgraphs(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    """The blueprints the workers' ComfyUI offers, listed without their data (as ComfyUI
+    does); the frontend then asks for each one."""
+    return {sid: {k: v for k, v in entry.items() if k != "data"}
+            for sid, entry in _subgraphs(hub).items()}
+
+
+@router.get("/api/global_subgraphs/{subgraph_id}")
+def global_subgraph(subgraph_id: str, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    if (entry := _subgraphs(hub).get(subgraph_id)) is None:
+        raise NotFound(f"no global subgraph {subgraph_id!r}")
+    return dict(entry)
+
+
+def _subgraphs(hub: HubContext) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        return hub.queue.catalogs.current(s).get("subgraphs") or {}
+
+
+@router.get("/api/i18n")
 @router.get("/api/node_replacements")
 @router.get("/api/workflow_templates")
 def empty_map() -> dict[str, Any]:
     """Nothing from custom nodes: the workers run core ComfyUI nodes only."""
     return {}
-
-
-@router.get("/api/global_subgraphs/{subgraph_id}")
-def no_subgraph(subgraph_id: str) -> dict[str, Any]:
-    raise NotFound(f"no global subgraph {subgraph_id!r}")
 
 
 @router.get("/api/embeddings")
