@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
 
 from comfymulti import __version__
 from comfymulti.blocking import Offload
@@ -102,6 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=openapi.URL)
     app.state.hub = hub
     app.add_middleware(ApiAliases)
+    # JSON answers made per request (job lists, settings, blueprints) gzipped when worth it;
+    # answers already encoded (frontend files, object_info) and packed media pass as they are.
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.state.sockets = sockets
     app.state.gzip = GzipCache(settings.data_dir / "cache" / "gzip", Offload(1))
     for router in (health.router, worker.router, jobs.router, admin.router, templates.router,

@@ -67,3 +67,16 @@ def test_object_info_revalidates_with_304(ws_hub) -> None:
     stale = client.get("/u/user002/api/object_info",
                        headers={**GZIP, "If-None-Match": '"old"'})
     assert stale.status_code == 200 and stale.json() == r.json()
+
+
+def test_json_answers_made_per_request_are_gzipped(ws_hub) -> None:
+    harness, client = ws_hub
+    login(client, harness, "user002")
+    origin = {"Origin": "http://testserver"}
+    assert client.post("/u/user002/api/settings", json={"Comfy.Note": "workshop " * 300},
+                       headers=origin).status_code == 200
+    r = client.get("/u/user002/api/settings", headers=GZIP)
+    assert r.headers["content-encoding"] == "gzip" and r.json()["Comfy.Note"].startswith("work")
+    assert int(r.headers["content-length"]) < len(r.content) / 5
+    small = client.get("/u/user002/api/features", headers=GZIP)  # not worth it under 1 KB
+    assert "content-encoding" not in small.headers
