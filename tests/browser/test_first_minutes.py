@@ -148,3 +148,22 @@ def test_template_dialog_shows_workshop_templates_with_thumbnails(workshop, page
 
     card.click()
     wait_for(lambda: "Poster maker" in _titles(page), timeout=20)
+
+
+def test_returning_participant_on_a_new_browser_gets_the_default_not_the_builtin_graph(
+        workshop, page) -> None:
+    """The first run is over (Comfy.TutorialCompleted) but this browser has nothing saved:
+    the frontend would open its own default graph, whose models no worker has."""
+    harness, url = workshop
+    login = httpx.post(f"{url}/login", data={"username": "user002",
+                                             "password": harness.passwords["user002"]})
+    assert httpx.post(f"{url}/u/user002/api/settings/Comfy.TutorialCompleted", content=b"true",
+                      cookies=login.cookies, headers={"Origin": url}).status_code == 200
+    page.goto(url + "/")
+    page.fill("#username", "user002")
+    page.fill("#password", harness.passwords["user002"])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/u/user002/")  # no first-visit redirect
+    page.wait_for_function("window.app && window.app.graph", timeout=60_000)
+    wait_for(lambda: "Welcome portrait" in _titles(page), timeout=30)
+    assert "KSampler" not in page.evaluate("window.app.graph.nodes.map(n => n.type)")

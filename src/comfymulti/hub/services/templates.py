@@ -127,6 +127,12 @@ def default_workflow(settings: Settings) -> str | None:
     return name if (settings.templates_dir / name).is_file() else None
 
 
+def default_slug(settings: Settings) -> str | None:
+    """The default workflow by its name in the template dialog's URLs."""
+    name = default_workflow(settings)
+    return slug(settings.templates_dir / name) if name else None
+
+
 def set_default(settings: Settings, name: str) -> None:
     path = settings.templates_dir / _check_name(name)
     if not path.is_file():

@@ -181,8 +181,7 @@ def _first_workflow(hub: HubContext, me: User) -> str | None:
     of its blank canvas, then records Comfy.TutorialCompleted, so this happens once."""
     if userdata.setting(hub, me, "Comfy.TutorialCompleted"):
         return None
-    name = templates.default_workflow(hub.settings)
-    return templates.slug(hub.settings.templates_dir / name) if name else None
+    return templates.default_slug(hub.settings)
 
 
 @router.get("/u/{user}/extensions/comfymulti/{name}", include_in_schema=False)

@@ -38,6 +38,13 @@ def template_index(hub: HubContext = Depends(get_hub)) -> list[dict[str, Any]]:
                            for c in cards]}]
 
 
+@router.get("/api/workshop/default_workflow")
+def default_workflow(hub: HubContext = Depends(get_hub)) -> dict[str, str | None]:
+    """The organiser's default workflow by its dialog name (start_workflow.js opens it in
+    place of the frontend's built-in graph), or null."""
+    return {"name": templates.default_slug(hub.settings)}
+
+
 @router.get("/templates/index_logo.json")
 def template_logos() -> dict[str, Any]:
     return {}
