@@ -1,5 +1,6 @@
-"""Credential cards carry the URL participants open (hub.public_url), never one only the hub
-machine can reach, and can be reprinted for chosen accounts without touching the others."""
+"""The organiser's CLI for participants' first minutes: credential cards carry the URL
+participants open (hub.public_url), never one only the hub machine can reach, and can be
+reprinted for chosen accounts without touching the others; the first-visit workflow is set."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from comfymulti.config import load_settings
 from comfymulti.db import make_engine, session_factory, transaction
-from comfymulti.hub.services import users
+from comfymulti.hub.services import templates, users
 from comfymulti.hub.services.auth import verify_password
 from tests.test_cli import run
 
@@ -76,3 +77,15 @@ def test_cards_reprint_chosen_users_with_new_passwords_only(tmp_path: Path) -> N
     unknown = run(*cfg, "users", "cards", "user001", "nobody")
     assert unknown.returncode == 1 and "nobody" in unknown.stderr
     assert len(list((tmp_path / "data/credentials").glob("*.csv"))) == 1  # nothing written
+
+
+def test_templates_default_is_what_a_first_visit_opens(tmp_path: Path) -> None:
+    config = _config(tmp_path, "https://workshop.example.org")
+    flow = tmp_path / "Welcome.json"
+    flow.write_text('{"nodes": []}')
+    cfg = ["--config", str(config)]
+    assert run(*cfg, "templates", "publish", str(flow)).returncode == 0
+    assert run(*cfg, "templates", "default", "Welcome").returncode == 0
+    assert templates.default_slug(load_settings(config)) == "Welcome"
+    missing = run(*cfg, "templates", "default", "Nothing")
+    assert missing.returncode == 1 and "no template" in missing.stderr

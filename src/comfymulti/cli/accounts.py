@@ -239,6 +239,13 @@ def templates_list() -> None:
         out.print(path.name)
 
 
+@templates_app.command("default")
+def templates_default(name: str) -> None:
+    """The workflow participants open on their first visit (instead of a blank canvas)."""
+    templates.set_default(settings(), name)
+    out.print(f"new participants open {name}")
+
+
 @templates_app.command("remove")
 def templates_remove(name: str) -> None:
     """Withdraw a workshop workflow (participants' own saved copies stay)."""

@@ -3,8 +3,13 @@ cached for good, and everything else is revalidated with a 304 instead of sent a
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import re
 
+import pytest
+
+from comfymulti.hub.web.compression import GzipCache
 from comfymulti.hub.workspaces.frontend import STATIC
 from tests.hub.workspaces.conftest import login
 
@@ -80,3 +85,29 @@ def test_json_answers_made_per_request_are_gzipped(ws_hub) -> None:
     assert int(r.headers["content-length"]) < len(r.content) / 5
     small = client.get("/u/user002/api/features", headers=GZIP)  # not worth it under 1 KB
     assert "content-encoding" not in small.headers
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_a_file_asked_for_by_many_at_once_is_compressed_once(tmp_path) -> None:
+    calls = []
+
+    async def run(fn, *args):  # the hub's Offload, counting
+        calls.append(args)
+        await asyncio.sleep(0.05)  # still compressing while the others ask
+        return fn(*args)
+
+    root = tmp_path / "static"
+    root.mkdir()
+    (root / "app.js").write_text("console.log('workshop');\n" * 200)
+    cache = GzipCache(tmp_path / "cache", run)
+    copies = await asyncio.gather(*(cache.get("frontend", root, "app.js") for _ in range(20)))
+    assert len(calls) == 1 and len(set(copies)) == 1
+    assert gzip.decompress(copies[0].read_bytes()) == (root / "app.js").read_bytes()
+    assert await cache.get("frontend", root, "app.js") == copies[0] and len(calls) == 1
+    (root / "tiny.js").write_text("x")
+    assert await cache.get("frontend", root, "tiny.js") is None  # not worth it

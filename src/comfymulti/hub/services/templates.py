@@ -115,7 +115,8 @@ def cards(settings: Settings) -> list[Card]:
 
 
 def by_slug(settings: Settings, name: str) -> Card | None:
-    return next((c for c in cards(settings) if c.slug == name), None)
+    """Only the matching template is read (the dialog asks once per thumbnail)."""
+    return next((card(p) for p in list_templates(settings) if slug(p) == name), None)
 
 
 def default_workflow(settings: Settings) -> str | None:
