@@ -25,11 +25,11 @@ from tests.hub.workspaces.conftest import give_catalog
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def workflow(title: str, description: str) -> bytes:
-    """A two-node workflow in the frontend's format; `title` names its first node too."""
+def workflow(title: str) -> bytes:
+    """A two-node workflow in the frontend's format; `title` names its first node."""
     return json.dumps({
         "last_node_id": 2, "last_link_id": 1, "version": 0.4, "groups": [], "config": {},
-        "extra": {"title": title, "description": description},
+        "extra": {},
         "nodes": [
             {"id": 1, "type": "EmptyImage", "title": title, "pos": [100, 100],
              "size": [300, 130], "flags": {}, "order": 0, "mode": 0, "inputs": [],
@@ -49,10 +49,11 @@ def workshop(make_hub) -> Iterator[tuple[HubHarness, str]]:
     harness = make_hub()
     harness.user("user002")
     settings = harness.ctx.settings
-    templates.publish(settings, "Welcome portrait",
-                      workflow("Welcome portrait", "Start here: your first image"))
-    templates.publish(settings, "Day 1 - poster", workflow("Poster maker", "A poster in steps"))
-    (settings.templates_dir / "Day 1 - poster.png").write_bytes(make_png(64, 40, 0x3366cc))
+    templates.publish(settings, "Welcome portrait", workflow("Welcome portrait"),
+                      title="Welcome portrait", description="Start here: your first image")
+    templates.publish(settings, "Day 1 - poster", workflow("Poster maker"), title="Poster maker",
+                      description="A poster in steps",
+                      thumbnail_bytes=make_png(64, 40, 0x3366cc))
     templates.set_default(settings, "Welcome portrait")
     give_catalog(harness)
     with transaction(harness.ctx.factory) as s:

@@ -14,6 +14,7 @@ from comfymulti import __version__
 from comfymulti.cli.accounts import queue_app, templates_app, users_app, workers_app
 from comfymulti.cli.backup import backup_app, restore_cmd
 from comfymulti.cli.console import err, factory, out
+from comfymulti.cli.node import node_app
 from comfymulti.config import write_config
 from comfymulti.db import transaction
 from comfymulti.errors import ComfyMultiError
@@ -30,6 +31,7 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(templates_app, name="templates")
 app.add_typer(backup_app, name="backup")
 app.command("restore")(restore_cmd)
+app.add_typer(node_app, name="node")
 app.command("worker")(worker)
 
 

@@ -9,8 +9,8 @@ from comfymulti.hub.services import templates
 from tests.fakes.media import make_png
 from tests.hub.workspaces.conftest import login
 
-FLOW = {"nodes": [], "links": [], "extra": {"title": "Poster maker",
-                                            "description": "A poster in steps"}}
+FLOW = {"nodes": [], "links": []}
+WEBP = b"RIFF\x10\x00\x00\x00WEBPVP8 "
 
 
 def test_index_lists_workshop_templates_with_title_description_and_thumbnail(ws_hub) -> None:
@@ -18,9 +18,10 @@ def test_index_lists_workshop_templates_with_title_description_and_thumbnail(ws_
     settings = harness.ctx.settings
     assert client.get("/u/user002/templates/index.json", headers=harness.basic("user002")
                       ).json() == []
-    templates.publish(settings, "Day 1 - poster", json.dumps(FLOW).encode())
+    templates.publish(settings, "Day 1 - poster", json.dumps(FLOW).encode(),
+                      title="Poster maker", description="A poster in steps",
+                      thumbnail_bytes=WEBP)
     templates.publish(settings, "plain", b'{"nodes": []}')
-    (settings.templates_dir / "Day 1 - poster.webp").write_bytes(b"RIFF-webp")
     login(client, harness, "user002")
 
     r = client.get("/u/user002/templates/index.json")
@@ -35,7 +36,7 @@ def test_index_lists_workshop_templates_with_title_description_and_thumbnail(ws_
 
     assert client.get("/u/user002/templates/Day_1_-_poster.json").json() == FLOW
     thumb = client.get("/u/user002/templates/Day_1_-_poster-1.webp")
-    assert thumb.status_code == 200 and thumb.content == b"RIFF-webp"
+    assert thumb.status_code == 200 and thumb.content == WEBP
     placeholder = client.get("/u/user002/templates/plain-1.png")  # the frontend's own
     assert placeholder.status_code == 200 and placeholder.content.startswith(b"\x89PNG")
     for missing in ("nothing.json", "Day_1_-_poster-1.png", "Day_1_-_poster-2.webp",
@@ -49,8 +50,8 @@ def test_index_lists_workshop_templates_with_title_description_and_thumbnail(ws_
 def test_first_visit_opens_the_default_workflow_once(ws_hub) -> None:
     harness, client = ws_hub
     settings = harness.ctx.settings
-    templates.publish(settings, "Welcome portrait", b'{"nodes": []}')
-    (settings.templates_dir / "Welcome portrait.png").write_bytes(make_png(8, 8))
+    templates.publish(settings, "Welcome portrait", b'{"nodes": []}', title="Welcome",
+                      thumbnail_bytes=make_png(8, 8))
     login(client, harness, "user002")
     assert client.get("/u/user002/", follow_redirects=False).status_code == 200  # no default
 

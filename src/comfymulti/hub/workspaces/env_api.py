@@ -20,8 +20,8 @@ from comfymulti.queue import fleet
 
 router = workspace_router()
 
-EXTENSIONS = ["/extensions/comfymulti/queue_eta.js", "/extensions/comfymulti/session.js",
-              "/extensions/comfymulti/start_workflow.js"]
+EXTENSIONS = ["/extensions/comfymulti/queue_eta.js", "/extensions/comfymulti/announcements.js",
+              "/extensions/comfymulti/session.js", "/extensions/comfymulti/start_workflow.js"]
 
 
 def features(hub: HubContext) -> dict[str, Any]:

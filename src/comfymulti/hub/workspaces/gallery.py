@@ -27,15 +27,15 @@ PLACEHOLDER = STATIC / "assets/images/default-template.png"
 @router.get("/templates/index.json")
 def template_index(hub: HubContext = Depends(get_hub)) -> list[dict[str, Any]]:
     """One category, "Workshop", in the shape of the comfyui-workflow-templates index."""
-    cards = templates.cards(hub.settings)
-    if not cards:
+    published = templates.describe(hub.settings)
+    if not published:
         return []
     return [{"moduleName": "default", "title": CATEGORY, "category": CATEGORY, "type": "image",
              "icon": "icon-[lucide--graduation-cap]",
-             "templates": [{"name": c.slug, "title": c.title, "description": c.description,
-                            "mediaType": "image",
-                            "mediaSubtype": (c.thumbnail or PLACEHOLDER).suffix[1:]}
-                           for c in cards]}]
+             "templates": [{"name": templates.slug(t.name), "title": t.title,
+                            "description": t.description, "mediaType": "image",
+                            "mediaSubtype": (t.thumbnail or PLACEHOLDER).suffix[1:]}
+                           for t in published]}]
 
 
 @router.get("/api/workshop/default_workflow")
@@ -54,12 +54,12 @@ def template_logos() -> dict[str, Any]:
 def template_file(file_name: str, hub: HubContext = Depends(get_hub)) -> FileResponse:
     """`<name>.json` (the workflow) or `<name>-1.<ext>` (its thumbnail)."""
     stem, dot, ext = file_name.rpartition(".")
-    if dot and ext == "json" and (card := templates.by_slug(hub.settings, stem)):
-        return FileResponse(card.path, media_type="application/json",
-                            headers={"Cache-Control": "no-cache"})
+    if dot and ext == "json" and (found := templates.by_slug(hub.settings, stem)):
+        return FileResponse(hub.settings.templates_dir / found.name,
+                            media_type="application/json", headers={"Cache-Control": "no-cache"})
     name, dash, index = stem.rpartition("-")
-    card = templates.by_slug(hub.settings, name) if dash and index == "1" else None
-    thumbnail = card and (card.thumbnail or PLACEHOLDER)
+    found = templates.by_slug(hub.settings, name) if dash and index == "1" else None
+    thumbnail = found and (found.thumbnail or PLACEHOLDER)
     if thumbnail and thumbnail.suffix == f".{ext}":
         return FileResponse(thumbnail, headers={"Cache-Control": "no-cache"},
                             media_type=mimetypes.guess_type(thumbnail.name)[0])
