@@ -81,10 +81,11 @@ def users_cards(
     sessions end)."""
     cfg = settings()
     url = _card_url(force)
-    accounts = user_service.prepare_accounts(names)  # hashing: before the transaction
+    # Hashing before the transaction; a name given twice gets one card.
+    accounts = user_service.prepare_accounts(list(dict.fromkeys(names)))
     rows = [(a.name, a.password) for a in accounts]
     with transaction(factory()) as s:
-        user_service.set_passwords(s, accounts)
+        user_service.apply_passwords(s, accounts)
         csv_path, html_path = user_service.write_credentials(
             out_dir or cfg.data_dir / "credentials", rows, url)
     out.print(f"New passwords for {', '.join(names)}")

@@ -137,15 +137,6 @@ def apply_passwords(s: Session, accounts: list[NewAccount]) -> None:
         sessions.end_all(s, user.id)
 
 
-def set_passwords(s: Session, accounts: list[NewAccount]) -> None:
-    """New (prepared) passwords for existing accounts, ending their sessions; refuses all if
-    any name is unknown."""
-    for account in accounts:
-        user = get_user(s, account.name)
-        user.password_hash = account.password_hash
-        sessions.end_all(s, user.id)
-
-
 def card_url_problem(settings: Settings) -> str | None:
     """Why hub.public_url would make cards no participant can use, or None when it is fine."""
     if not settings.hub.public_url:
