@@ -9,7 +9,6 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import LiveServer
 from tests.fakes.comfyui import FakeComfyUI
 from tests.worker.util import RunningAgent
 
@@ -27,14 +26,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def test_worker_blueprints_reach_the_frontend_routes(make_hub) -> None:
-    harness = make_hub()
+async def test_worker_blueprints_reach_the_frontend_routes(live_hub) -> None:
+    harness, url = live_hub(queue={"long_poll_seconds": 1.0})  # the worker's wait ends soon
     harness.user("user002")
-    server = LiveServer(harness.app).start()
     fake = FakeComfyUI(subgraphs={"a1b2-upscale": UPSCALE, "c3d4": CROP}).start()
     try:
-        async with RunningAgent(server.url, harness.worker_token(), fake.url, "gpu-1"), \
-                httpx.AsyncClient(base_url=f"{server.url}/u/user002",
+        async with RunningAgent(url, harness.worker_token(), fake.url, "gpu-1"), \
+                httpx.AsyncClient(base_url=f"{url}/u/user002",
                                   headers=harness.bearer("user002")) as c:
             listed = (await c.get("/api/global_subgraphs")).json()
             assert listed == {"a1b2-upscale": {k: v for k, v in UPSCALE.items() if k != "data"},
@@ -43,5 +41,4 @@ async def test_worker_blueprints_reach_the_frontend_routes(make_hub) -> None:
             assert one.status_code == 200 and one.json() == UPSCALE
             assert (await c.get("/api/global_subgraphs/nope")).status_code == 404
     finally:
-        server.stop()
         fake.close()
