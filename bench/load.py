@@ -515,7 +515,7 @@ def main() -> None:
         try:
             with _common.HubSite(tmp) as site:
                 site.cli("users", "create", "--count", str(args.users), "--prefix", "user",
-                         "--out", f"{tmp}/credentials")
+                         "--out", f"{tmp}/credentials", "--force")  # cards unused here
                 with next(Path(tmp, "credentials").glob("*.csv")).open() as fh:
                     accounts = [(r["user"], r["password"]) for r in csv.DictReader(fh)]
                 site.cli("queue", "policy", args.policy)

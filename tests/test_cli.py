@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 import tomllib
@@ -67,14 +68,21 @@ def test_config_from_env_var_and_secrets_from_environment(tmp_path: Path) -> Non
     assert r.returncode == 0 and r.stdout.strip() == "priority"
 
 
+def set_public_url(config: Path, url: str) -> None:
+    config.write_text(re.sub(r'(?m)^public_url = ".*"$', f'public_url = "{url}"',
+                             config.read_text()))
+
+
 def test_users_lifecycle_and_credentials_sheet(tmp_path: Path) -> None:
     run("init", str(tmp_path))
+    set_public_url(tmp_path / "comfymulti.toml", "https://workshop.example.org")
     cfg = ["--config", str(tmp_path / "comfymulti.toml")]
     r = run(*cfg, "users", "create", "--count", "20", "--prefix", "user")
     assert r.returncode == 0, r.stderr
     sheets = sorted((tmp_path / "data/credentials").glob("credentials-*.csv"))
     rows = list(csv.DictReader(sheets[0].read_text().splitlines()))
     assert [row["user"] for row in rows] == [f"user{i:03d}" for i in range(1, 21)]
+    assert {row["url"] for row in rows} == {"https://workshop.example.org/"}
     assert len({row["password"] for row in rows}) == 20
     page = sheets[0].with_suffix(".html").read_text()
     assert page.count('class="card"') == 20 and rows[4]["password"] in page
@@ -144,7 +152,7 @@ def test_users_create_hashes_before_it_locks_and_leaves_nothing_when_interrupted
         return auth.hash_password(password)
 
     monkeypatch.setattr(users, "hash_password", hash_while_others_write)
-    args = ["--config", str(config), "users", "create", "--count", "5"]
+    args = ["--config", str(config), "users", "create", "--count", "5", "--force"]
     interrupt = True
     with pytest.raises(RuntimeError, match="halfway"):
         CliRunner().invoke(cli.app, args, catch_exceptions=False)

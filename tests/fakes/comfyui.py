@@ -147,8 +147,11 @@ class FakeComfyUI:
         ram_free: int = 250_000_000_000,
         root: str | os.PathLike[str] | None = None,
         port: int = 0,
+        subgraphs: dict[str, dict[str, Any]] | None = None,
     ):
         self.models: dict[str, list[str]] = {}
+        # Global subgraph blueprints, id -> {source, name, info, data} (data: a JSON string).
+        self.subgraphs = dict(subgraphs or {})
         self.set_models(models or {})
         self.node_seconds = node_seconds
         self.node_seconds_by_type = dict(node_seconds_by_type or {})
@@ -334,6 +337,8 @@ class FakeComfyUI:
             Route("/models", self._models, methods=["GET"]),
             Route("/models/{folder}", self._models_folder, methods=["GET"]),
             Route("/features", self._features, methods=["GET"]),
+            Route("/global_subgraphs", self._global_subgraphs, methods=["GET"]),
+            Route("/global_subgraphs/{id}", self._global_subgraph, methods=["GET"]),
             Route("/embeddings", self._embeddings, methods=["GET"]),
             Route("/extensions", self._extensions, methods=["GET"]),
         ]
@@ -798,6 +803,15 @@ class FakeComfyUI:
         if folder not in MODEL_FOLDERS:
             return Response(status_code=404)
         return _json(list(self.models.get(folder, [])))
+
+    async def _global_subgraphs(self, request: Request) -> Response:
+        """Every blueprint without its `data`, as 0.33.0 lists them."""
+        return _json({sid: {k: v for k, v in entry.items() if k != "data"}
+                      for sid, entry in self.subgraphs.items()})
+
+    async def _global_subgraph(self, request: Request) -> Response:
+        entry = self.subgraphs.get(request.path_params["id"])
+        return _json(entry) if entry is not None else Response(status_code=404)
 
     async def _features(self, request: Request) -> Response:
         return _json(dict(SERVER_FEATURES))

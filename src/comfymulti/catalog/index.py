@@ -48,7 +48,8 @@ def combo_options(spec: Any) -> list[Any] | None:
 
 def merge_catalogs(catalogs: list[dict[str, Any]]) -> dict[str, Any]:
     """One catalog offering what any of `catalogs` offers: node types, combo options (model
-    files) and model lists are unions; the first catalog's definitions win otherwise."""
+    files), model lists and subgraph blueprints are unions; the first catalog's definitions
+    win otherwise."""
     if len(catalogs) <= 1:
         return catalogs[0] if catalogs else {"object_info": {}, "models": {}}
     merged_info: dict[str, Any] = {}
@@ -65,11 +66,15 @@ def merge_catalogs(catalogs: list[dict[str, Any]]) -> dict[str, Any]:
                     if ours is not None and theirs is not None:
                         ours.extend(o for o in theirs if o not in ours)
     models: dict[str, list[str]] = {}
+    subgraphs: dict[str, Any] = {}
     for catalog in catalogs:
         for folder, files in (catalog.get("models") or {}).items():
             models.setdefault(folder, [])
             models[folder].extend(f for f in files if f not in models[folder])
-    return {"object_info": merged_info, "models": models}
+        for subgraph_id, entry in (catalog.get("subgraphs") or {}).items():
+            subgraphs.setdefault(subgraph_id, entry)
+    merged = {"object_info": merged_info, "models": models}
+    return {**merged, "subgraphs": subgraphs} if subgraphs else merged
 
 
 @dataclass

@@ -8,12 +8,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from comfymulti.cli.console import ago, factory, out
+from comfymulti.cli.console import ago, err, factory, out
+from comfymulti.config import CONFIG_NAME, find_config
 from comfymulti.db import transaction
+from comfymulti.errors import ConfigError
 from comfymulti.hub.services import templates
 from comfymulti.hub.services import users as user_service
 from comfymulti.hub.services import workers as worker_service
-from comfymulti.invocation import settings
+from comfymulti.invocation import settings, state
 from comfymulti.queue import fleet, store
 from comfymulti.queue.jobs import Policy, Role, policy_choices
 
@@ -26,17 +28,36 @@ templates_app = typer.Typer(help="Workshop workflows every participant sees.",
 
 # --- users -----------------------------------------------------------------------------------
 
+OutDir = Annotated[Path | None, typer.Option(
+    "--out", help="Where to write the credentials sheet (default: DATA/credentials).")]
+Force = Annotated[bool, typer.Option(
+    "--force", help="Write cards even when hub.public_url is unset or only reachable here.")]
+
+
+def _card_url(force: bool) -> str:
+    """hub.public_url for the cards; refused when participants could not open it."""
+    cfg = settings()
+    if problem := user_service.card_url_problem(cfg):
+        if not force:
+            where = find_config(state.config) or CONFIG_NAME
+            raise ConfigError(f"{problem}. Set public_url under [hub] in {where} (e.g. "
+                              "https://workshop.example.org), or pass --force")
+        err.print(f"warning: {problem}")
+    return cfg.public_url + "/"
+
+
 @users_app.command("create")
 def users_create(
     count: Annotated[int, typer.Option(help="How many accounts.")] = 20,
     prefix: Annotated[str, typer.Option(help="Name prefix: user → user001, user002, …")] = "user",
     role: Annotated[Role, typer.Option(help="Role of the new accounts.")] = Role.PARTICIPANT,
     start: Annotated[int, typer.Option(help="First number.")] = 1,
-    out_dir: Annotated[Path | None, typer.Option(
-        "--out", help="Where to write the credentials sheet (default: DATA/credentials).")] = None,
+    out_dir: OutDir = None,
+    force: Force = False,
 ) -> None:
     """Create numbered accounts and write a credentials sheet (CSV + printable HTML cards)."""
     cfg = settings()
+    url = _card_url(force)
     names = user_service.numbered_names(count, prefix, start)
     accounts = user_service.prepare_accounts(names, role)  # hashing: before the transaction
     rows = [(a.name, a.password) for a in accounts]
@@ -44,9 +65,30 @@ def users_create(
         user_service.add_accounts(s, accounts)
         # Inside the transaction: if the sheet cannot be written, no account is created.
         csv_path, html_path = user_service.write_credentials(
-            out_dir or cfg.data_dir / "credentials", rows, cfg.public_url + "/")
+            out_dir or cfg.data_dir / "credentials", rows, url)
     user_service.make_folders(cfg.data_dir, names)
     out.print(f"Created {len(rows)} {role} accounts: {rows[0][0]} … {rows[-1][0]}")
+    out.print(f"Credentials: {csv_path}\nPrintable cards: {html_path}")
+
+
+@users_app.command("cards")
+def users_cards(
+    names: Annotated[list[str], typer.Argument(help="The accounts to reprint cards for.")],
+    out_dir: OutDir = None,
+    force: Force = False,
+) -> None:
+    """Reprint cards for these accounts with new passwords (only theirs change; their open
+    sessions end)."""
+    cfg = settings()
+    url = _card_url(force)
+    # Hashing before the transaction; a name given twice gets one card.
+    accounts = user_service.prepare_accounts(list(dict.fromkeys(names)))
+    rows = [(a.name, a.password) for a in accounts]
+    with transaction(factory()) as s:
+        user_service.apply_passwords(s, accounts)
+        csv_path, html_path = user_service.write_credentials(
+            out_dir or cfg.data_dir / "credentials", rows, url)
+    out.print(f"New passwords for {', '.join(names)}")
     out.print(f"Credentials: {csv_path}\nPrintable cards: {html_path}")
 
 
@@ -208,6 +250,13 @@ def templates_list() -> None:
     """List published workshop workflows."""
     for path in templates.list_templates(settings()):
         out.print(path.name)
+
+
+@templates_app.command("default")
+def templates_default(name: str) -> None:
+    """The workflow participants open on their first visit (instead of a blank canvas)."""
+    templates.set_default(settings(), name)
+    out.print(f"new participants open {name}")
 
 
 @templates_app.command("remove")

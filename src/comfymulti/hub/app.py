@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
 
 from comfymulti import __version__
 from comfymulti.blocking import Offload
@@ -32,9 +33,10 @@ from comfymulti.hub.context import HubContext
 from comfymulti.hub.services.auth import PasswordChecks
 from comfymulti.hub.services.credentials import Credentials
 from comfymulti.hub.web import errors, openapi
+from comfymulti.hub.web.compression import GzipCache
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.web.viewcache import ViewCache
-from comfymulti.hub.workspaces import env_api, files_api, frontend, run_api, userdata, ws
+from comfymulti.hub.workspaces import env_api, files_api, frontend, gallery, run_api, userdata, ws
 from comfymulti.hub.workspaces.aliases import ApiAliases
 from comfymulti.hub.workspaces.sockets import Sockets
 from comfymulti.metrics import Metrics
@@ -123,10 +125,15 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=openapi.URL)
     app.state.hub = hub
     app.add_middleware(ApiAliases)
+    # JSON answers made per request (job lists, settings, blueprints) gzipped when worth it;
+    # answers already encoded (frontend files, object_info) and packed media pass as they are.
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)
     app.state.sockets = sockets
+    app.state.gzip = GzipCache(settings.data_dir / "cache" / "gzip", Offload(1))
     for router in (health.router, worker.router, jobs.router, admin.router,
                    admin_accounts.router, admin_templates.router, dashboard.router,
-                   templates.router, frontend.router, env_api.router, run_api.router, ws.router,
+                   templates.router, frontend.router, env_api.router, gallery.router,
+                   run_api.router, ws.router,
                    userdata.router, files_api.router):
         app.include_router(router)
     frontend.add_static_fallback(app.router)  # last: every API route wins over static files

@@ -4,9 +4,10 @@ workers, and the union of the online workers' catalogs that participants see."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -14,6 +15,12 @@ from comfymulti.catalog.codec import unpack
 from comfymulti.catalog.index import CatalogIndex, merge_catalogs
 from comfymulti.models import Catalog
 from comfymulti.queue import fleet
+
+
+class PackedJson(NamedTuple):
+    plain: bytes
+    gzipped: bytes
+    etag: str
 
 
 class CatalogCache:
@@ -26,7 +33,7 @@ class CatalogCache:
         self._indexes: dict[str, CatalogIndex] = {}
         self._parsed: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._current: tuple[tuple[str, ...], dict[str, Any]] | None = None
-        self._current_json: tuple[bytes, bytes] | None = None
+        self._current_json: PackedJson | None = None
 
     def index(self, s: Session, catalog_hash: str) -> CatalogIndex | None:
         if not catalog_hash:
@@ -68,11 +75,13 @@ class CatalogCache:
             self._current_json = None
         return self._current[1]
 
-    def current_object_info_json(self, s: Session) -> tuple[bytes, bytes]:
-        """object_info of `current()` as JSON bytes and gzipped, each made once per catalog:
-        ≈1.6 MB plain, ≈0.2 MB gzipped, sent to every participant's browser at start-up."""
+    def current_object_info_json(self, s: Session) -> PackedJson:
+        """object_info of `current()` as JSON bytes, gzipped and its ETag, made once per
+        catalog: ≈1.6 MB plain, ≈0.2 MB gzipped, sent to every participant's browser at
+        start-up, and only a 304 when the browser already has it."""
         catalog = self.current(s)
         if self._current_json is None:
             plain = json.dumps(catalog["object_info"]).encode()
-            self._current_json = (plain, gzip.compress(plain, 6))
+            etag = '"' + hashlib.sha256(plain).hexdigest()[:32] + '"'
+            self._current_json = PackedJson(plain, gzip.compress(plain, 6), etag)
         return self._current_json

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,3 +199,22 @@ def remove(settings: Settings, name: str) -> None:
     index["meta"].pop(name, None)
     _update_index(settings, meta=index["meta"], order=[n for n in index["order"] if n != name],
                   default=None if index["default"] == name else index["default"])
+
+
+# ------------------------------------------------------ names in the frontend's template dialog
+
+
+def slug(name: str) -> str:
+    """A template's name in the frontend's template-dialog URLs (`?template=<slug>`,
+    `templates/<slug>.json`), which allow letters, digits and `_.-` only."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name.removesuffix(".json"))
+
+
+def by_slug(settings: Settings, name: str) -> Template | None:
+    return next((t for t in describe(settings) if slug(t.name) == name), None)
+
+
+def default_slug(settings: Settings) -> str | None:
+    """The default workflow by its name in the template dialog's URLs."""
+    name = default_workflow(settings)
+    return slug(name) if name else None

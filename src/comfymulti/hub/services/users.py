@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import csv
 import html
+import ipaddress
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from comfymulti.config import Settings
 from comfymulti.errors import Conflict, InvalidInput, NotFound
 from comfymulti.hub.services import sessions
 from comfymulti.hub.services.auth import (
@@ -132,6 +135,24 @@ def apply_passwords(s: Session, accounts: list[NewAccount]) -> None:
         user = get_user(s, account.name)
         user.password_hash = account.password_hash
         sessions.end_all(s, user.id)
+
+
+def card_url_problem(settings: Settings) -> str | None:
+    """Why hub.public_url would make cards no participant can use, or None when it is fine."""
+    if not settings.hub.public_url:
+        return (f"hub.public_url is not set, so cards would say {settings.public_url}/, "
+                "which only this machine can open")
+    host = urlsplit(settings.hub.public_url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        local = host == "localhost" or host.endswith(".localhost")
+    else:
+        local = address.is_loopback or address.is_unspecified
+    if local or not host:
+        return (f"hub.public_url is {settings.hub.public_url}, an address participants' "
+                "laptops cannot open")
+    return None
 
 
 def create_api_token(s: Session, name: str, label: str = "script") -> str:

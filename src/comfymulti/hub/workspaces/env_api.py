@@ -14,12 +14,14 @@ from comfymulti.db import transaction
 from comfymulti.errors import NotFound
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.web.access import get_hub
+from comfymulti.hub.web.compression import accepts_gzip, is_fresh
 from comfymulti.hub.workspaces.router import workspace_router
 from comfymulti.queue import fleet
 
 router = workspace_router()
 
-EXTENSIONS = ["/extensions/comfymulti/queue_eta.js", "/extensions/comfymulti/announcements.js"]
+EXTENSIONS = ["/extensions/comfymulti/queue_eta.js", "/extensions/comfymulti/announcements.js",
+              "/extensions/comfymulti/session.js", "/extensions/comfymulti/start_workflow.js"]
 
 
 def features(hub: HubContext) -> dict[str, Any]:
@@ -65,13 +67,17 @@ def extensions() -> list[str]:
 
 @router.get("/api/object_info")
 def object_info(request: Request, hub: HubContext = Depends(get_hub)) -> Response:
-    """Served from bytes prepared once, gzipped for every client that accepts it."""
+    """Served from bytes prepared once, gzipped for every client that accepts it; a browser
+    that has this catalog already gets a 304."""
     with transaction(hub.factory) as s:
-        plain, packed = hub.queue.catalogs.current_object_info_json(s)
-    if "gzip" in request.headers.get("accept-encoding", "").lower():
-        return Response(packed, media_type="application/json",
-                        headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
-    return Response(plain, media_type="application/json", headers={"Vary": "Accept-Encoding"})
+        packed = hub.queue.catalogs.current_object_info_json(s)
+    headers = {"Vary": "Accept-Encoding", "ETag": packed.etag, "Cache-Control": "no-cache"}
+    if is_fresh(request.headers, packed.etag):
+        return Response(status_code=304, headers=headers)
+    if accepts_gzip(request.headers):
+        return Response(packed.gzipped, media_type="application/json",
+                        headers={**headers, "Content-Encoding": "gzip"})
+    return Response(packed.plain, media_type="application/json", headers=headers)
 
 
 @router.get("/api/object_info/{class_type}")
@@ -119,29 +125,31 @@ def folder_paths(hub: HubContext = Depends(get_hub)) -> dict[str, list[str]]:
     return {folder: [f"/models/{folder}"] for folder in _models(hub)}
 
 
-@router.get("/api/i18n")
 @router.get("/api/global_subgraphs")
+def global_subgraphs(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    """The blueprints the workers' ComfyUI offers, listed without their data (as ComfyUI
+    does); the frontend then asks for each one."""
+    return {sid: {k: v for k, v in entry.items() if k != "data"}
+            for sid, entry in _subgraphs(hub).items()}
+
+
+@router.get("/api/global_subgraphs/{subgraph_id}")
+def global_subgraph(subgraph_id: str, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    if (entry := _subgraphs(hub).get(subgraph_id)) is None:
+        raise NotFound(f"no global subgraph {subgraph_id!r}")
+    return dict(entry)
+
+
+def _subgraphs(hub: HubContext) -> dict[str, Any]:
+    with transaction(hub.factory) as s:
+        return hub.queue.catalogs.current(s).get("subgraphs") or {}
+
+
+@router.get("/api/i18n")
 @router.get("/api/node_replacements")
 @router.get("/api/workflow_templates")
 def empty_map() -> dict[str, Any]:
     """Nothing from custom nodes: the workers run core ComfyUI nodes only."""
-    return {}
-
-
-@router.get("/api/global_subgraphs/{subgraph_id}")
-def no_subgraph(subgraph_id: str) -> dict[str, Any]:
-    raise NotFound(f"no global subgraph {subgraph_id!r}")
-
-
-@router.get("/templates/index.json")
-def template_index() -> list[Any]:
-    """ComfyUI's template gallery (a separate package) is not installed: an empty gallery.
-    Workshop workflows appear under Workflows/Workshop instead."""
-    return []
-
-
-@router.get("/templates/index_logo.json")
-def template_logos() -> dict[str, Any]:
     return {}
 
 

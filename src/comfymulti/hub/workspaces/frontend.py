@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import mimetypes
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -12,9 +13,10 @@ import comfyui_frontend_package
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
+from comfymulti import __version__
 from comfymulti.errors import NotFound, Unauthorized
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.services import sessions
+from comfymulti.hub.services import sessions, templates
 from comfymulti.hub.services.auth import token_hash
 from comfymulti.hub.web import sessions as web_sessions
 from comfymulti.hub.web.access import (
@@ -26,13 +28,20 @@ from comfymulti.hub.web.access import (
     is_admin,
     workspace_owner,
 )
+from comfymulti.hub.web.compression import accepts_gzip, is_fresh
 from comfymulti.hub.web.ratelimit import TooManyAttempts
+from comfymulti.hub.workspaces import userdata
 from comfymulti.models import User
 from comfymulti.userfiles import USER_NAME
 
 STATIC = Path(comfyui_frontend_package.__file__).with_name("static")
 OWN_STATIC = Path(__file__).resolve().parents[1] / "static"
 ADMIN_PAGE = "/admin"
+FRONTEND = f"frontend-{comfyui_frontend_package.__version__}"  # namespaces of compressed copies
+OWN = f"comfymulti-{__version__}"
+# Vite's content-hashed build files (`GraphView-Bt0QZMwI.js`): a new build has new names.
+HASHED = re.compile(r"^assets/.+-[A-Za-z0-9_-]{8}\.[A-Za-z0-9]+$")
+IMMUTABLE = "public, max-age=31536000, immutable"
 # Top-level names that are ours; any other /<name>/ is a predecessor-style workspace URL.
 RESERVED = {"u", "api", "admin", "worker", "health", "metrics", "login", "logout", "assets",
             "static", "favicon.ico"}
@@ -125,21 +134,34 @@ async def logout(request: Request, hub: HubContext = Depends(get_hub)) -> Respon
     return response
 
 
-def _static_file(root: Path, rel: str) -> FileResponse:
+async def _static_file(request: Request, namespace: str, root: Path, rel: str,
+                       cache_control: str | None = None) -> Response:
+    """A file under `root`, gzipped from the once-made copy when the browser accepts it;
+    hashed assets cached for good, everything else revalidated by ETag (304)."""
+    root = root.resolve()
     target = (root / rel).resolve()
-    if not target.is_relative_to(root.resolve()) or not target.is_file():
+    if not target.is_relative_to(root) or not target.is_file():
         raise NotFound("no such file")
-    headers = {"Cache-Control": "public, max-age=31536000, immutable"} \
-        if rel.startswith("assets/") else {"Cache-Control": "no-cache"}
+    rel = target.relative_to(root).as_posix()
+    packed = (await request.app.state.gzip.get(namespace, root, rel)
+              if accepts_gzip(request.headers) else None)
+    sent = packed or target
+    stat = sent.stat()
+    headers = {"Cache-Control": cache_control or (IMMUTABLE if HASHED.match(rel) else "no-cache"),
+               "Vary": "Accept-Encoding", "ETag": f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'}
+    if is_fresh(request.headers, headers["ETag"]):
+        return Response(status_code=304, headers=headers)
+    if packed is not None:
+        headers["Content-Encoding"] = "gzip"
     media_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-    return FileResponse(target, media_type=media_type, headers=headers)
+    return FileResponse(sent, media_type=media_type, headers=headers)
 
 
 # The frontend builds a few URLs from the site root; serve them so nothing 404s.
 @router.get("/assets/favicon.ico", include_in_schema=False)
 @router.get("/assets/images/{rest:path}", include_in_schema=False)
-async def root_icons(request: Request) -> FileResponse:
-    return _static_file(STATIC, request.url.path.lstrip("/"))
+async def root_icons(request: Request) -> Response:
+    return await _static_file(request, FRONTEND, STATIC, request.url.path.lstrip("/"))
 
 
 @router.get("/u/{user}", include_in_schema=False)
@@ -154,22 +176,34 @@ async def workspace(request: Request, user: str, hub: HubContext = Depends(get_h
     if me is None:
         return RedirectResponse(f"/?next={quote(f'/u/{user}/')}", status_code=303)
     await workspace_owner(user, me)
-    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
+    if "template" not in request.query_params and (start := _first_workflow(hub, me)):
+        return RedirectResponse(f"/u/{quote(user)}/?template={start}", status_code=303)
+    return await _static_file(request, FRONTEND, STATIC, "index.html", "no-store")
+
+
+def _first_workflow(hub: HubContext, me: User) -> str | None:
+    """The organiser's default workflow, for a participant who has not been in yet: the
+    frontend opens `?template=<name>` from its template dialog's routes (gallery.py) in place
+    of its blank canvas, then records Comfy.TutorialCompleted, so this happens once."""
+    if userdata.setting(hub, me, "Comfy.TutorialCompleted"):
+        return None
+    return templates.default_slug(hub.settings)
 
 
 @router.get("/u/{user}/extensions/comfymulti/{name}", include_in_schema=False)
-async def own_extension(name: str, _me: User = Depends(workspace_owner)) -> FileResponse:
-    return _static_file(OWN_STATIC, name)
+async def own_extension(request: Request, name: str, _me: User = Depends(workspace_owner)
+                        ) -> Response:
+    return await _static_file(request, OWN, OWN_STATIC, name)
 
 
 def add_static_fallback(app_router: APIRouter) -> None:
     """The frontend's own files: registered last so every API route wins over them."""
 
     @app_router.get("/u/{user}/{path:path}", include_in_schema=False)
-    async def frontend_file(user: str, path: str) -> FileResponse:
+    async def frontend_file(request: Request, user: str, path: str) -> Response:
         if not USER_NAME.match(user):
             raise NotFound("no such workspace")
-        return _static_file(STATIC, path)
+        return await _static_file(request, FRONTEND, STATIC, path)
 
     @app_router.get("/{name}", include_in_schema=False)
     @app_router.get("/{name}/", include_in_schema=False)

@@ -345,11 +345,16 @@ async def get_settings(me: User = Depends(workspace_owner),
     return JSONResponse(_load_settings(_settings_path(hub, me)))
 
 
+def setting(hub: HubContext, me: User, setting_id: str) -> Any:
+    """One of the user's frontend settings, or None when it was never set."""
+    return _load_settings(_settings_path(hub, me)).get(setting_id)
+
+
 @router.get("/api/settings/{setting_id}")
 async def get_setting(setting_id: str, me: User = Depends(workspace_owner),
                       hub: HubContext = Depends(get_hub)) -> JSONResponse:
     """The value, or null when it was never set."""
-    return JSONResponse(_load_settings(_settings_path(hub, me)).get(setting_id))
+    return JSONResponse(setting(hub, me, setting_id))
 
 
 @router.post("/api/settings", response_class=Response,
