@@ -15,13 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from comfymulti.errors import ConfigError
 from comfymulti.queue.jobs import Policy, policy_choices
 
 CONFIG_ENV = "COMFYMULTI_CONFIG"
 CONFIG_NAME = "comfymulti.toml"
+ENV_PREFIX = "COMFYMULTI_"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -191,7 +197,7 @@ class Settings(BaseSettings):
     """The whole configuration of a hub (and, later, of its workers and operations)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="COMFYMULTI_", env_nested_delimiter="__", extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
     data_dir: Path = Field(
@@ -252,15 +258,22 @@ def find_config(explicit: Path | None = None) -> Path | None:
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Read the TOML file (if any) and the environment; errors name the key and the file."""
+    """Read the TOML file (if any) and the environment; errors name the key and the file, or
+    the environment variable the bad value came from."""
     data: dict[str, Any] = {}
-    where = "defaults/environment"
+    where = "defaults"
     if path is not None:
         where = str(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder; pass the file, e.g. "
+                              f"--config {path / CONFIG_NAME}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read it ({_reason(exc)}); run the command as "
+                              "the user owning it, or fix its permissions") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key, value in overrides.items():
@@ -269,12 +282,37 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         settings = Settings(**data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{where}: {key}: {err['msg']}") from None
+        loc = [str(p) for p in err["loc"]]
+        env = _env_variable(loc)
+        if env is not None:
+            raise ConfigError(f"environment variable {env}: {err['msg']}") from None
+        raise ConfigError(f"{where}: {'.'.join(loc)}: {err['msg']}") from None
+    except SettingsError as exc:  # a list or table in the environment that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        env = _env_variable([field.group(1)] if field else [])
+        raise ConfigError(f"environment variable {env or ENV_PREFIX + '...'}: not valid JSON "
+                          "(lists and tables are written as JSON there)") from None
     if not settings.data_dir.is_absolute():
         base = path.resolve().parent if path is not None else Path.cwd()
         settings.data_dir = base / settings.data_dir
     return settings
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
+def _env_variable(loc: list[str]) -> str | None:
+    """The COMFYMULTI_* variable that set the value at `loc` (or a table around it), if any."""
+    names = {key.upper(): key for key in os.environ if key.upper().startswith(ENV_PREFIX)}
+    for depth in range(len(loc), 0, -1):
+        candidate = ENV_PREFIX + "__".join(loc[:depth]).upper()
+        if candidate in names:
+            return names[candidate]
+        nested = [k for k in names if k.startswith(candidate + "__")]
+        if depth == len(loc) and nested:
+            return names[sorted(nested)[0]]
+    return None
 
 
 def secret_key(settings: Settings) -> str:

@@ -33,12 +33,21 @@ app.command("restore")(restore_cmd)
 app.command("worker")(worker)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="Config file (env: COMFYMULTI_CONFIG).", show_default=False,
     )] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+    _version: Annotated[bool, typer.Option(
+        "--version", help="Print the version and exit.", is_eager=True,
+        callback=_print_version)] = False,
 ) -> None:
     state.config = config
     state.verbose = verbose
@@ -91,14 +100,16 @@ def serve(
     if port:
         cfg.hub.port = port
     log.setup(state.verbose)
+    sock = server.bind(cfg.hub.host, cfg.hub.port)
     application = create_app(cfg)
     ensure_admin(application.state.hub.factory, cfg.public_url)
     out.print(f"ComfyMulti hub on {cfg.public_url}/  (data: {cfg.data_dir})")
-    server.serve(application, cfg.hub.host, cfg.hub.port, cfg.hub.header_timeout)
+    server.serve(application, sock, cfg.hub.header_timeout)
 
 
 def main() -> None:
-    """Entry point: run the app and turn our errors into one line and an exit code."""
+    """Entry point: run the app and turn every error into one line and an exit code; a
+    traceback only with --verbose (else it goes to a log file the line names)."""
     try:
         app(standalone_mode=False)
     except ComfyMultiError as exc:
@@ -106,10 +117,22 @@ def main() -> None:
         if state.verbose:
             err.print_exception()
         sys.exit(exc.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # usage errors: a line and the usage, exit 2
         exc.show()  # type: ignore[attr-defined]
         sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except Exception as exc:  # a bug or an unforeseen condition: one line and where to look
+        from comfymulti import log
+
+        if state.verbose:
+            err.print_exception()
+        data = state.settings.data_dir if state.settings is not None else None
+        where = log.write_traceback(data)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        err.print(f"error: unexpected {type(exc).__name__}: {log.redact(first)}; "
+                  f"details in {where} (or run again with --verbose)",
+                  markup=False, highlight=False)
+        sys.exit(1)

@@ -182,7 +182,9 @@ def queue_policy(
 
 @templates_app.command("publish")
 def templates_publish(
-    file: Annotated[Path, typer.Argument(help="A workflow saved from ComfyUI (.json).")],
+    file: Annotated[Path, typer.Argument(
+        help="A workflow saved from ComfyUI (.json).", exists=True, dir_okay=False,
+        readable=True)],
     name: Annotated[str | None, typer.Option(help="Name shown to participants.")] = None,
 ) -> None:
     """Publish a workflow to every participant (Workflows/Workshop), replacing one of the

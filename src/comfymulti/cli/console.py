@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from sqlalchemy.orm import Session, sessionmaker
 
-from comfymulti.db import make_engine, migrate, session_factory
-from comfymulti.invocation import settings
+from comfymulti.db import database_file, make_engine, migrate, session_factory
+from comfymulti.invocation import require_database, settings
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -21,7 +21,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 def factory() -> sessionmaker[Session]:
     """Sessions on the configured database, migrated to the current schema."""
-    engine = make_engine(settings().database_url)
+    url = settings().database_url
+    require_database(database_file(url))
+    engine = make_engine(url)
     migrate(engine)
     return session_factory(engine)
 

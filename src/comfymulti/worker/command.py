@@ -56,7 +56,7 @@ def worker(
             raise ConfigError(f"{label} {url!r} must be an http(s):// URL")
     if not secret:
         raise ConfigError("no worker token: pass --token or set worker.token "
-                          "(create one with 'comfymulti workers token NAME')")
+                          "(create one with 'comfymulti workers token --name NAME' on the hub)")
     depth = cfg.prefetch if prefetch is None else prefetch
     if not 0 <= depth <= 8:
         raise ConfigError(f"--prefetch must be between 0 and 8, not {depth}")
