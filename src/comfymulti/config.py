@@ -6,6 +6,7 @@ Sources, strongest first: environment (``COMFYMULTI_SECTION__KEY``), the TOML fi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -56,6 +57,21 @@ class HubSettings(_Section):
     max_sockets_total: int = Field(
         2000, ge=1, description="Open workspace WebSockets for the whole hub."
     )
+    metrics_token: SecretStr = Field(
+        SecretStr(""), description="If set, /metrics needs 'Authorization: Bearer <this>' "
+        "(unless the caller is in metrics_networks)."
+    )
+    metrics_networks: list[str] = Field(
+        [], description="If set, /metrics answers only these networks (e.g. \"127.0.0.1/32\") "
+        "or a caller with metrics_token; empty and no token: public."
+    )
+
+    @field_validator("metrics_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
 
 
 class StoreSettings(_Section):
@@ -114,6 +130,27 @@ class WorkerSettings(_Section):
     preview_fps: float = Field(
         4.0, gt=0, description="Most preview images per second relayed to the hub."
     )
+
+
+class DeploySettings(_Section):
+    service_user: str = Field(
+        "comfymulti", description="System user the hub (and worker) services run as."
+    )
+    http_port: int = Field(
+        80, ge=1, le=65535, description="nginx's plain-HTTP port: ACME challenges, else a "
+        "redirect to hub.public_url (whose port is the HTTPS one)."
+    )
+    acme_webroot: str = Field(
+        "/var/www/acme", description="Folder nginx serves /.well-known/acme-challenge/ from "
+        "(certbot --webroot -w, or any ACME client writing there)."
+    )
+    tls_certificate: str = Field(
+        "", description="Certificate chain (empty: /etc/letsencrypt/live/HOST/fullchain.pem)."
+    )
+    tls_certificate_key: str = Field(
+        "", description="Its private key (empty: /etc/letsencrypt/live/HOST/privkey.pem)."
+    )
+    ipv6: bool = Field(True, description="nginx also listens on IPv6.")
 
 
 class BackupMode(StrEnum):
@@ -209,6 +246,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     files: FilesSettings = FilesSettings()
     worker: WorkerSettings = WorkerSettings()
+    deploy: DeploySettings = DeploySettings()
     backup: BackupSettings = BackupSettings()
 
     @classmethod
