@@ -7,6 +7,8 @@ through it, so none of them imports the CLI module (cli.py imports them).
 from __future__ import annotations
 
 import os
+import pwd
+import shlex
 import sys
 from pathlib import Path
 
@@ -55,3 +57,29 @@ def require_database(database_file: Path | None) -> None:
             f"yours with 'comfymulti --config /path/{CONFIG_NAME} ...' or "
             f"'export {CONFIG_ENV}=/path/{CONFIG_NAME}', or create one with "
             "'comfymulti init DIR'")
+
+
+def own_command() -> str:
+    """How to run this install's `comfymulti` (its console script, else `python -m`)."""
+    script = Path(sys.executable).parent / "comfymulti"
+    return str(script) if script.is_file() else f"{sys.executable} -m comfymulti"
+
+
+def refuse_root_in_service_folder(folder: Path) -> None:
+    """Run as root, refuse to write into a folder another user (the service user) owns: the
+    hub running as that user could not read what root leaves there. Say what to run instead."""
+    if os.geteuid() != 0:
+        return
+    existing = folder.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    owner = existing.stat().st_uid
+    if owner == 0:
+        return
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = str(owner)
+    again = shlex.join([own_command(), *sys.argv[1:]]) if sys.argv[1:] else own_command()
+    raise ConfigError(f"{existing} belongs to {name}: run this as {name} so the hub can use "
+                      f"what it writes: runuser -u {name} -- {again}")

@@ -14,11 +14,12 @@ from comfymulti import __version__
 from comfymulti.cli.accounts import queue_app, templates_app, users_app, workers_app
 from comfymulti.cli.backup import backup_app, restore_cmd
 from comfymulti.cli.console import err, factory, out
+from comfymulti.cli.deploy import deploy
 from comfymulti.config import write_config
 from comfymulti.db import transaction
 from comfymulti.errors import ComfyMultiError
 from comfymulti.hub.services import users as user_service
-from comfymulti.invocation import settings, state
+from comfymulti.invocation import refuse_root_in_service_folder, settings, state
 from comfymulti.queue.jobs import Role
 from comfymulti.worker.command import worker
 
@@ -31,6 +32,7 @@ app.add_typer(templates_app, name="templates")
 app.add_typer(backup_app, name="backup")
 app.command("restore")(restore_cmd)
 app.command("worker")(worker)
+app.command("deploy")(deploy)
 
 
 def _print_version(value: bool) -> None:
@@ -61,15 +63,19 @@ def version() -> None:
 
 @app.command()
 def init(directory: Annotated[Path, typer.Argument(help="Folder for config and data.")]) -> None:
-    """Write DIRECTORY/comfymulti.toml (fresh secrets, data folder inside) and create the DB."""
+    """Write DIRECTORY/comfymulti.toml (fresh secrets, data folder inside), create the DB and
+    the admin account (its password is printed here once, never by the service)."""
+    refuse_root_in_service_folder(directory)
     path = write_config(directory)
     state.config = path
-    factory()
-    out.print(f"Wrote {path}. Start the hub with:\n  comfymulti --config {path} serve")
+    out.print(f"Wrote {path}.")
+    ensure_admin(factory(), settings().public_url)
+    out.print(f"Start the hub with:\n  comfymulti --config {path} serve")
 
 
 def ensure_admin(factory, url: str) -> None:  # type: ignore[no-untyped-def]
-    """On first start, create an admin account and print its password once."""
+    """If there is no admin account yet (init, or serve on defaults), create one and print
+    its password once."""
     from sqlalchemy import select
 
     from comfymulti.models import User
@@ -78,7 +84,7 @@ def ensure_admin(factory, url: str) -> None:  # type: ignore[no-untyped-def]
         if s.scalar(select(User.id).where(User.role == str(Role.ADMIN))) is not None:
             return
         _, password = user_service.create_user(s, settings().data_dir, "admin", Role.ADMIN)
-    out.print(f"\nFirst start: created admin account.\n  URL:      {url}/\n"
+    out.print(f"\nCreated the admin account.\n  URL:      {url}/\n"
               f"  user:     admin\n  password: {password}\n"
               "This password is shown only now; reset it with "
               "'comfymulti users reset-password admin'.\n")

@@ -13,7 +13,7 @@ from comfymulti.db import transaction
 from comfymulti.hub.services import templates
 from comfymulti.hub.services import users as user_service
 from comfymulti.hub.services import workers as worker_service
-from comfymulti.invocation import settings
+from comfymulti.invocation import refuse_root_in_service_folder, settings
 from comfymulti.queue import store
 from comfymulti.queue.jobs import Policy, Role, policy_choices
 
@@ -189,6 +189,7 @@ def templates_publish(
 ) -> None:
     """Publish a workflow to every participant (Workflows/Workshop), replacing one of the
     same name."""
+    refuse_root_in_service_folder(settings().templates_dir)
     path = templates.publish(settings(), name or file.name, file.read_bytes())
     out.print(f"published {path.name}: participants see {templates.PREFIX}{path.name}")
 
@@ -203,5 +204,6 @@ def templates_list() -> None:
 @templates_app.command("remove")
 def templates_remove(name: str) -> None:
     """Withdraw a workshop workflow (participants' own saved copies stay)."""
+    refuse_root_in_service_folder(settings().templates_dir)
     templates.remove(settings(), name)
     out.print(f"removed {name}")

@@ -11,7 +11,7 @@ from rich.console import Console
 from sqlalchemy.orm import Session, sessionmaker
 
 from comfymulti.db import database_file, make_engine, migrate, session_factory
-from comfymulti.invocation import require_database, settings
+from comfymulti.invocation import refuse_root_in_service_folder, require_database, settings
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -21,8 +21,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 def factory() -> sessionmaker[Session]:
     """Sessions on the configured database, migrated to the current schema."""
-    url = settings().database_url
+    cfg = settings()
+    url = cfg.database_url
     require_database(database_file(url))
+    refuse_root_in_service_folder(cfg.data_dir)
     engine = make_engine(url)
     migrate(engine)
     return session_factory(engine)

@@ -37,6 +37,10 @@ def worker(
     launch_comfyui: Annotated[Path | None, typer.Option(
         "--launch-comfyui", help="Start ComfyUI's main.py from this folder and restart it "
         "when it exits; arguments after -- go to it.", show_default=False)] = None,
+    ca: Annotated[Path | None, typer.Option(
+        "--ca", help="CA bundle (PEM) that signed the hub's certificate, for a private CA or "
+        "a self-signed hub.", exists=True, dir_okay=False, readable=True,
+        show_default=False)] = None,
     comfyui_log: Annotated[Path | None, typer.Option(
         "--comfyui-log", help="Log file for a launched ComfyUI (default: DIR/comfyui-worker.log).",
         show_default=False)] = None,
@@ -67,12 +71,12 @@ def worker(
         logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(_serve(hub_url, secret, comfy_url, name or cfg.name or socket.gethostname(),
                        depth, cfg.preview_fps, launch_comfyui, comfyui_log,
-                       list(comfyui_args or [])))
+                       list(comfyui_args or []), ca))
 
 
 async def _serve(hub_url: str, token: str, comfy_url: str, name: str, prefetch: int,
                  preview_fps: float, launch: Path | None, launch_log: Path | None,
-                 launch_args: list[str]) -> None:
+                 launch_args: list[str], ca: Path | None) -> None:
     from comfymulti.worker.agent import Agent
     from comfymulti.worker.comfyui import ComfyUIClient
     from comfymulti.worker.hub_client import HubClient
@@ -83,7 +87,7 @@ async def _serve(hub_url: str, token: str, comfy_url: str, name: str, prefetch: 
         port = urlsplit(comfy_url).port or 8188
         supervisor = Supervisor(launch.resolve(), port=port, extra_args=launch_args,
                                 log_path=launch_log)
-    hub = HubClient(hub_url, token)
+    hub = HubClient(hub_url, token, ca_bundle=str(ca) if ca else None)
     comfy = ComfyUIClient(comfy_url)
     agent = Agent(hub, comfy, name=name, prefetch=prefetch, preview_fps=preview_fps)
     loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -42,8 +43,10 @@ class HubClient:
         *,
         client: httpx.AsyncClient | None = None,
         backoff_max: float = 10.0,
+        ca_bundle: str | None = None,
     ) -> None:
         self._client = client or httpx.AsyncClient(
+            verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
             timeout=httpx.Timeout(30.0, connect=5.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
         )
