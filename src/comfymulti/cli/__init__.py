@@ -15,6 +15,7 @@ from comfymulti.cli.accounts import queue_app, templates_app, users_app, workers
 from comfymulti.cli.backup import backup_app, restore_cmd
 from comfymulti.cli.console import err, factory, out
 from comfymulti.cli.deploy import deploy
+from comfymulti.cli.doctor import doctor
 from comfymulti.config import write_config
 from comfymulti.db import transaction
 from comfymulti.errors import ComfyMultiError
@@ -33,6 +34,7 @@ app.add_typer(backup_app, name="backup")
 app.command("restore")(restore_cmd)
 app.command("worker")(worker)
 app.command("deploy")(deploy)
+app.command("doctor")(doctor)
 
 
 def _print_version(value: bool) -> None:
@@ -117,7 +119,7 @@ def main() -> None:
     """Entry point: run the app and turn every error into one line and an exit code; a
     traceback only with --verbose (else it goes to a log file the line names)."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer.Exit(n) comes back as n here
     except ComfyMultiError as exc:
         err.print(f"error: {exc.message}", markup=False, highlight=False)
         if state.verbose:
@@ -142,3 +144,5 @@ def main() -> None:
                   f"details in {where} (or run again with --verbose)",
                   markup=False, highlight=False)
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
