@@ -368,7 +368,7 @@ def secret_key(settings: Settings) -> str:
     return value
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     if isinstance(value, StrEnum):
@@ -378,7 +378,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -389,7 +389,7 @@ def render_toml(values: dict[str, dict[str, Any]] | None = None) -> str:
              "# COMFYMULTI_<SECTION>__<KEY> (e.g. COMFYMULTI_HUB__SECRET_KEY).", ""]
     top = Settings.model_fields["data_dir"]
     lines += [f"# {top.description}",
-              f"data_dir = {_toml_value(values.get('', {}).get('data_dir', top.default))}", ""]
+              f"data_dir = {toml_value(values.get('', {}).get('data_dir', top.default))}", ""]
     for section, field in Settings.model_fields.items():
         model = field.annotation
         if not (isinstance(model, type) and issubclass(model, _Section)):
@@ -409,7 +409,7 @@ def _render_table(header: str, model: type[_Section], values: dict[str, Any]) ->
                 nested += _render_table(f"{header}.{name}.{key}", type(item), item.model_dump())
             continue
         lines.append(f"# {sub.description}")
-        lines.append(f"{name} = {_toml_value(value)}")
+        lines.append(f"{name} = {toml_value(value)}")
     return [*lines, "", *nested]
 
 

@@ -16,6 +16,7 @@ from comfymulti.cli.backup import backup_app, restore_cmd
 from comfymulti.cli.console import err, factory, out
 from comfymulti.cli.deploy import deploy
 from comfymulti.cli.doctor import doctor
+from comfymulti.cli.reference import docs
 from comfymulti.config import write_config
 from comfymulti.db import transaction
 from comfymulti.errors import ComfyMultiError
@@ -35,6 +36,7 @@ app.command("restore")(restore_cmd)
 app.command("worker")(worker)
 app.command("deploy")(deploy)
 app.command("doctor")(doctor)
+app.command("docs")(docs)
 
 
 def _print_version(value: bool) -> None:
