@@ -46,8 +46,8 @@ def srv(service_user: str) -> Iterator[Path]:
     shutil.rmtree(base)
 
 
-def as_user(user: str | None, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{SRC}:{SITE_PACKAGES}"}
+def as_user(user: str | None, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{SRC}:{SITE_PACKAGES}", **extra}
     prefix = [require("runuser"), "-u", user, "--"] if user else []
     return subprocess.run([*prefix, "/usr/bin/python3.11", "-m", "comfymulti", *args],
                           capture_output=True, text=True, env=env, cwd="/")
@@ -73,6 +73,16 @@ def test_root_sets_up_the_hub_for_its_service_user(service_user: str, srv: Path)
     assert refused.returncode == 2
     assert f"runuser -u {service_user} -- " in refused.stderr
     assert "users create --count 3" in refused.stderr
+    # A config the user may not read is one line (with the usage for --config), no traceback.
+    root_only = srv / "root-only.toml"
+    root_only.write_text('data_dir = "data"\n')
+    root_only.chmod(0o600)
+    unreadable = as_user(service_user, "--config", str(root_only), "queue", "policy")
+    assert unreadable.returncode == 2 and "Traceback" not in unreadable.stderr
+    assert "is not readable" in unreadable.stderr
+    unreadable = as_user(service_user, "queue", "policy", COMFYMULTI_CONFIG=str(root_only))
+    assert unreadable.returncode == 2 and unreadable.stderr.count("\n") == 1
+    assert "cannot read it (Permission denied)" in unreadable.stderr
     made = as_user(service_user, "--config", str(config), "users", "create", "--count", "3")
     assert made.returncode == 0, made.stderr
     uid = int(subprocess.run(["id", "-u", service_user], capture_output=True, text=True,
