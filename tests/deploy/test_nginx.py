@@ -194,3 +194,22 @@ def _until_worker_registered(http: httpx.Client) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_http_only_site_loads_before_any_certificate_exists(tmp_path: Path) -> None:
+    """The first certificate needs port 80 served while no certificate exists yet."""
+    config = tmp_path / "comfymulti.toml"
+    config.write_text(render_toml({"": {"data_dir": "data"},
+                                   "hub": {"public_url": "https://hub.example.org"},
+                                   "deploy": {"http_port": free_port(), "ipv6": False}}))
+    r = run("--config", str(config), "deploy", "--out", str(tmp_path / "out"), "--http-only")
+    assert r.returncode == 0, r.stderr
+    site = tmp_path / "out" / "nginx-comfymulti.conf"
+    text = site.read_text()
+    assert "/.well-known/acme-challenge/" in text and "ssl" not in text
+    assert "listen [::]" not in text  # deploy.ipv6 = false
+    checked = nginx_test(wrapper_config(tmp_path / "nginx", site))
+    assert checked.returncode == 0, checked.stderr
+    full = run("--config", str(config), "deploy", "--out", str(tmp_path / "full"))
+    assert full.returncode == 0 and nginx_test(wrapper_config(
+        tmp_path / "nginx2", tmp_path / "full" / "nginx-comfymulti.conf")).returncode != 0
