@@ -379,7 +379,20 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return _toml_string(str(value))
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string in ASCII: quotes, backslashes, control and non-ASCII characters
+    escaped, so a value can never end its line or the file it is embedded in."""
+    def escape(ch: str) -> str:
+        if ch in '"\\':
+            return "\\" + ch
+        if " " <= ch <= "~":
+            return ch
+        return f"\\u{ord(ch):04X}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08X}"
+
+    return '"' + "".join(escape(ch) for ch in text) + '"'
 
 
 def render_toml(values: dict[str, dict[str, Any]] | None = None) -> str:

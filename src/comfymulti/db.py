@@ -82,6 +82,19 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
 
 
+def read_value(engine: Engine, sql: str) -> Any:
+    """The first column of the first row of a read-only statement, without an ORM session:
+    for checks made on every request, where a session's own cost would dominate."""
+    try:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql(sql).scalar()
+    except OperationalError as exc:
+        if _busy(exc):
+            raise Unavailable("the database is busy; try again in a few seconds",
+                              retry_after=RETRY_AFTER_SECONDS) from None
+        raise
+
+
 def insert_new(s: Session, model: type[Any], **values: Any) -> None:
     """INSERT a row unless one with the same key exists already (no error either way)."""
     dialect = s.get_bind().dialect.name

@@ -14,7 +14,8 @@
     ├── StorageError               500
     │   ├── RemoteUnavailable             (the object store cannot be reached or refuses us)
     │   └── IntegrityError                (a copy does not match the SHA-256 it was stored with)
-    └── ComfyUIError               500   (the worker's local ComfyUI failed or refused)
+    ├── ComfyUIError               500   (the worker's local ComfyUI failed or refused)
+    └── NodeError                    -, exit 1   (a GPU machine's bootstrap step failed)
 
 Each class's docstring is its default message; callers catch families, never match strings.
 """
@@ -127,6 +128,12 @@ class ComfyUIError(ComfyMultiError):
     """ComfyUI did not answer or answered with an error."""
 
     error_type = "comfyui_error"
+
+
+class NodeError(ComfyMultiError):
+    """A step of setting up the GPU machine failed."""
+
+    error_type = "node_error"
 
 
 def error_shape(type_: str, message: str, details: object = None) -> dict[str, object]:

@@ -51,6 +51,14 @@ class EventBus:
         """Deliver to the user's subscribers; safe from any thread, order kept per thread."""
         on_loop(self._loop, self._publish, user_id, message)
 
+    def broadcast(self, message: Message) -> None:
+        """Deliver to every subscriber of every user (announcements); safe from any thread."""
+        on_loop(self._loop, self._broadcast, message)
+
+    def _broadcast(self, message: Message) -> None:
+        for user_id in list(self._subs):
+            self._publish(user_id, message)
+
     def _publish(self, user_id: int, message: Message) -> None:
         for sub in self._subs.get(user_id, ()):
             try:

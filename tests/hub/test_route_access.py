@@ -12,6 +12,7 @@ PUBLIC = {
     "/", "/login", "/logout", "/health", "/metrics", "/assets/favicon.ico",
     "/assets/images/{rest:path}", "/u/{user}", "/u/{user}/", "/u/{user}/{path:path}",
     "/{name}", "/{name}/",
+    "/admin",  # the dashboard page: sends a visitor who is not logged in to the login page
 }
 
 

@@ -16,6 +16,7 @@ from comfymulti.cli.backup import backup_app, restore_cmd
 from comfymulti.cli.console import err, factory, out
 from comfymulti.cli.deploy import deploy
 from comfymulti.cli.doctor import doctor
+from comfymulti.cli.node import node_app
 from comfymulti.cli.reference import docs
 from comfymulti.config import write_config
 from comfymulti.db import transaction
@@ -33,6 +34,7 @@ app.add_typer(queue_app, name="queue")
 app.add_typer(templates_app, name="templates")
 app.add_typer(backup_app, name="backup")
 app.command("restore")(restore_cmd)
+app.add_typer(node_app, name="node")
 app.command("worker")(worker)
 app.command("deploy")(deploy)
 app.command("doctor")(doctor)

@@ -8,13 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from comfymulti.cli.console import factory, out
+from comfymulti.cli.console import ago, factory, out
 from comfymulti.db import transaction
 from comfymulti.hub.services import templates
 from comfymulti.hub.services import users as user_service
 from comfymulti.hub.services import workers as worker_service
 from comfymulti.invocation import refuse_root_in_service_folder, settings
-from comfymulti.queue import store
+from comfymulti.queue import fleet, store
 from comfymulti.queue.jobs import Policy, Role, policy_choices
 
 users_app = typer.Typer(help="Participant, instructor and admin accounts.", no_args_is_help=True)
@@ -140,17 +140,18 @@ def workers_token(
 
 @workers_app.command("list")
 def workers_list() -> None:
-    """Worker tokens and registered workers."""
+    """Worker tokens and registered workers: online, draining or offline, and last seen."""
+    window = settings().queue.online_window
     with transaction(factory()) as s:
         tokens = [(str(t.id), t.name, "revoked" if t.revoked_at else "active")
                   for t in worker_service.list_tokens(s)]
-        workers = [(w.name, w.gpu, w.comfyui_version, "draining" if w.draining else "")
+        workers = [(w.name, w.gpu, w.comfyui_version, fleet.state(w, window), ago(w.last_seen))
                    for w in worker_service.list_workers(s)]
     table = Table("token id", "name", "status", title="Tokens")
     for row in tokens:
         table.add_row(*row)
     out.print(table)
-    table = Table("worker", "gpu", "comfyui", "", title="Workers")
+    table = Table("worker", "gpu", "comfyui", "state", "last seen", title="Workers")
     for row in workers:
         table.add_row(*row)
     out.print(table)
@@ -162,6 +163,17 @@ def workers_revoke(token: Annotated[str, typer.Argument(help="Token id or name."
     with transaction(factory()) as s:
         n = worker_service.revoke_token(s, token)
     out.print(f"revoked {n} token(s)")
+
+
+@workers_app.command("forget")
+def workers_forget(
+    worker: Annotated[str | None, typer.Argument(
+        help="Worker name or id; without it, every offline worker.", show_default=False)] = None,
+) -> None:
+    """Remove offline workers from the list (an online one is refused)."""
+    with transaction(factory()) as s:
+        names = worker_service.forget(s, settings().queue.online_window, worker)
+    out.print(f"forgot {len(names)} offline worker(s){': ' if names else ''}{', '.join(names)}")
 
 
 # --- queue -----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from typing import Annotated, Any
 
 import typer
@@ -36,3 +37,18 @@ def print_report(report: Any, as_json: bool, text: str) -> None:
         out.print(json.dumps(dataclasses.asdict(report), ensure_ascii=False), markup=False)
     else:
         out.print(text, markup=False)
+
+
+def ago(when: float, now: float | None = None) -> str:
+    """A past Unix time as a person reads it: 'just now', '12 s ago', '5 min ago', '3 h ago',
+    or the date for anything older than a day."""
+    seconds = (time.time() if now is None else now) - when
+    if seconds < 2:
+        return "just now"
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 24 * 3600:
+        return f"{seconds / 3600:.0f} h ago"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(when))

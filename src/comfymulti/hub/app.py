@@ -17,9 +17,19 @@ from comfymulti.blocking import Offload
 from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.events import EventBus
-from comfymulti.hub.api import admin, health, jobs, templates, worker
+from comfymulti.hub.api import (
+    admin,
+    admin_accounts,
+    admin_templates,
+    dashboard,
+    health,
+    jobs,
+    templates,
+    worker,
+)
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services.auth import PasswordChecks
+from comfymulti.hub.services.credentials import Credentials
 from comfymulti.hub.web import errors, openapi
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.web.viewcache import ViewCache
@@ -53,7 +63,7 @@ def build_context(settings: Settings) -> HubContext:
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
                      login_limiter=RateLimiter(), run=run, probe=Offload(2),
-                     job_lists=ViewCache(),
+                     job_lists=ViewCache(), credentials=Credentials(engine, factory),
                      password_checks=PasswordChecks(os.cpu_count() or 2))
 
     def jobs_by_state() -> dict[str, int]:
@@ -102,8 +112,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.hub = hub
     app.add_middleware(ApiAliases)
     app.state.sockets = sockets
-    for router in (health.router, worker.router, jobs.router, admin.router, templates.router,
-                   frontend.router, env_api.router, run_api.router, ws.router,
+    for router in (health.router, worker.router, jobs.router, admin.router,
+                   admin_accounts.router, admin_templates.router, dashboard.router,
+                   templates.router, frontend.router, env_api.router, run_api.router, ws.router,
                    userdata.router, files_api.router):
         app.include_router(router)
     frontend.add_static_fallback(app.router)  # last: every API route wins over static files

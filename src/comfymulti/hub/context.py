@@ -14,6 +14,7 @@ from comfymulti.config import Settings
 from comfymulti.db import transaction
 from comfymulti.events import EventBus
 from comfymulti.hub.services.auth import PasswordChecks
+from comfymulti.hub.services.credentials import Credentials
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.web.viewcache import ViewCache
 from comfymulti.metrics import Metrics
@@ -36,6 +37,7 @@ class HubContext:
     run: Offload  # `await hub.run(fn, *args)`: blocking work (database, hashing) off the loop
     probe: Offload  # /health's own threads, so it answers even when `run`'s are all waiting
     job_lists: ViewCache  # participants' job-list answers, reused between changes
+    credentials: Credentials  # who cookies and API tokens stand for, between changes
 
     async def tx(self, fn: Callable[[Session], T]) -> T:
         """`fn(session)` in one transaction, in a worker thread."""

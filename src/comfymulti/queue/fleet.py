@@ -24,6 +24,14 @@ def is_online(worker: Worker, window: float, now: float | None = None) -> bool:
     return worker.last_seen >= (time.time() if now is None else now) - window
 
 
+def state(worker: Worker, window: float, now: float | None = None) -> str:
+    """What a person is shown: offline (not heard from, whatever it was doing: a machine
+    deleted without SIGTERM, a drained worker that stopped), else draining or online."""
+    if not is_online(worker, window, now):
+        return "offline"
+    return "draining" if worker.draining else "online"
+
+
 def online_count(s: Session, window: float) -> int:
     return s.scalar(select(func.count()).select_from(Worker).where(online(window))) or 0
 

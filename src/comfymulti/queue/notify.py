@@ -1,11 +1,12 @@
 """How the queue tells others that something changed: workers waiting in a long-poll, a
-worker whose commands changed, and a user's open sockets (one `status` per burst of changes,
-counted once). Safe to call from the threads that do the database work: everything that
-touches the event loop is handed to it."""
+worker whose commands changed, a user's open sockets (one `status` per burst of changes,
+counted once) and the organiser's open dashboards. Safe to call from the threads that do
+the database work: everything that touches the event loop is handed to it."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,6 +26,7 @@ class Notifier:
         self._offload = offload
         self._remaining = remaining  # a user's unfinished jobs, counted in a thread
         self.work = asyncio.Event()  # set (and replaced) when there may be work for workers
+        self.dashboards = asyncio.Event()  # set (and replaced) when what they show changed
         self._worker_signals: dict[str, asyncio.Event] = {}
         self._status_due: set[int] = set()
         self._tasks: set[asyncio.Future[None]] = set()
@@ -32,8 +34,15 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         # Bumped by every change this hub makes to the queue; cached views are keyed by it.
         self.changes = 0
-        # Bumped by every change to a user's jobs: views of them are cached against it.
+        # A fresh stamp on every change to a user's jobs: views of them are cached against
+        # it. Stamps are unique (not `+= 1`, which two threads can turn into one increment),
+        # so a view cached before any change never matches again.
         self.user_versions: defaultdict[int, int] = defaultdict(int)
+        self._stamps = itertools.count(1)
+
+    def jobs_changed(self, user_id: int) -> None:
+        """The user's jobs changed: cached views of them are stale. Safe from any thread."""
+        self.user_versions[user_id] = next(self._stamps)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """The hub's loop: long-polls wait on it, and notifications from the threads that do
@@ -41,9 +50,19 @@ class Notifier:
         self._loop = loop
         self.bus.bind(loop)
 
+    def changed(self) -> None:
+        """Something the dashboards show changed (jobs, workers, accounts, templates): count
+        it and wake every open dashboard. Safe from any thread."""
+        self.changes += 1
+        on_loop(self._loop, self._wake_dashboards)
+
+    def _wake_dashboards(self) -> None:
+        self.dashboards.set()
+        self.dashboards = asyncio.Event()
+
     def wake_workers(self) -> None:
         """Wake every long-polling lease request: there may be work for it now."""
-        self.changes += 1
+        self.changed()
         on_loop(self._loop, self._wake)
 
     def _wake(self) -> None:
@@ -55,8 +74,8 @@ class Notifier:
         them and once per burst of changes (a batch submit, a reap): STATUS_DELAY after the
         first change, so thousands of sockets never mean thousands of counts. Safe from any
         thread."""
-        self.changes += 1
-        self.user_versions[user_id] += 1
+        self.changed()
+        self.jobs_changed(user_id)
         on_loop(self._loop, self._schedule_status, user_id)
 
     def _schedule_status(self, user_id: int) -> None:

@@ -111,6 +111,13 @@ class JobQueue:
         self.notify.wake_workers()
         return chosen
 
+    def set_paused(self, paused: bool) -> bool:
+        """Pause or resume handing out jobs (the hub reads it at every dispatch)."""
+        with transaction(self.factory) as s:
+            store.set_dispatch_paused(s, paused)
+        self.notify.wake_workers()
+        return paused
+
     @property
     def online_window(self) -> float:
         return self.settings.online_window
@@ -163,7 +170,7 @@ class JobQueue:
         files stay in the user's folder; the ids may be used again."""
         with transaction(self.factory) as s:
             gone = store.delete_finished(s, user.id, job_ids)
-        self.notify.user_versions[user.id] += 1
+        self.notify.jobs_changed(user.id)
         return gone
 
     def run_next(self, job: Job) -> None:
@@ -226,7 +233,7 @@ class JobQueue:
         now = time.time()
         with transaction(self.factory) as s:
             worker = s.get(Worker, worker_id)
-            if worker is None or worker.draining:
+            if worker is None or worker.draining or store.dispatch_paused(s):
                 return None
             index = self.catalogs.index(s, worker.catalog_hash)
             if index is None:
@@ -325,7 +332,7 @@ class JobQueue:
                 fresh.append(ev)
             user_id, client_id = job.user_id, job.client_id
         if fresh:
-            self.notify.user_versions[user_id] += 1  # states and outputs in the job list moved on
+            self.notify.jobs_changed(user_id)  # states and outputs in the job list moved on
         for ev in fresh:
             if ev["type"] == "executing":
                 if ev["data"].get("node") is None:

@@ -159,6 +159,17 @@ def set_policy(s: Session, policy: str) -> Policy:
     return chosen
 
 
+def dispatch_paused(s: Session) -> bool:
+    """Paused by the organiser: no job is leased until resumed (running ones go on)."""
+    return get_state(s, "dispatch_paused") == "1"
+
+
+def set_dispatch_paused(s: Session, paused: bool) -> None:
+    set_state(s, "dispatch_paused", "1" if paused else "0")
+    log.info("dispatch %s", "paused" if paused else "resumed",
+             extra={"action": "pause_dispatch" if paused else "resume_dispatch"})
+
+
 def get_state(s: Session, key: str) -> str | None:
     row = s.get(HubState, key)
     return row.value if row else None

@@ -35,6 +35,7 @@ def give_catalog(harness: Any, catalog: dict[str, Any] | None = None,
     catalog = catalog or _CATALOG
     with transaction(harness.ctx.factory) as s:
         token = workers.authenticate(s, harness.worker_token())
+        assert token is not None
         worker, _ = workers.register(s, token, RegisterRequest(
             name=name, catalog_hash=catalog_hash(catalog), gpu="Fake GPU",
             vram_total=80 * 2**30, comfyui_version="0.33.0"))

@@ -164,8 +164,7 @@ def test_bootstrap_routes_answer_json(ws_hub) -> None:
     assert client.get(f"{base}/api/users").json() == {"storage": "server", "migrated": True}
     stats = client.get(f"{base}/api/system_stats").json()
     assert stats["devices"][0]["name"] == "gpu-1: Fake GPU"
-    assert client.get(f"{base}/api/extensions").json() == [
-        "/extensions/comfymulti/queue_eta.js"]
+    assert client.get(f"{base}/api/extensions").json()[0] == "/extensions/comfymulti/queue_eta.js"
     assert "queue_position" in client.get(f"{base}/extensions/comfymulti/queue_eta.js").text
     models = client.get(f"{base}/api/experiment/models").json()
     assert {m["name"] for m in models} == {"checkpoints", "vae"}

@@ -6,13 +6,13 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from comfymulti.db import transaction
 from comfymulti.hub.api.jobs import job_view
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.services import workers
+from comfymulti.hub.services import announcements, dashboard, workers
 from comfymulti.hub.services.users import list_users
 from comfymulti.hub.web import bodies
 from comfymulti.hub.web.access import get_hub, owned_job, require_admin
@@ -26,6 +26,20 @@ router = APIRouter(prefix="/admin/api", tags=["admin"], dependencies=[Depends(re
 
 class PolicyBody(BaseModel):
     policy: Policy
+
+
+class DispatchBody(BaseModel):
+    paused: bool
+
+
+class AnnouncementBody(BaseModel):
+    text: str = Field(min_length=1, max_length=announcements.MAX_CHARS)
+
+
+@router.get("/dashboard")
+async def overview(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    """Everything the /admin page shows (its socket pushes the same on every change)."""
+    return await hub.run(dashboard.snapshot, hub)
 
 
 @router.get("/queue")
@@ -83,6 +97,13 @@ async def put_policy(request: Request, hub: HubContext = Depends(get_hub)) -> di
     return {"policy": await hub.run(hub.queue.set_policy, body.policy)}
 
 
+@router.put("/dispatch", openapi_extra=request_body(DispatchBody))
+async def put_dispatch(request: Request, hub: HubContext = Depends(get_hub)) -> dict[str, bool]:
+    """Pause handing out jobs (running ones go on), or resume."""
+    body = await bodies.read_model(request, DispatchBody)
+    return {"paused": await hub.run(hub.queue.set_paused, body.paused)}
+
+
 @router.get("/workers")
 def list_all_workers(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     with transaction(hub.factory) as s:
@@ -91,7 +112,8 @@ def list_all_workers(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     return {"workers": [
         {"id": w.id, "name": w.name, "gpu": w.gpu, "vram_total": w.vram_total,
          "comfyui_version": w.comfyui_version, "draining": w.draining,
-         "online": fleet.is_online(w, hub.online_window, now), "last_seen": w.last_seen}
+         "online": fleet.is_online(w, hub.online_window, now),
+         "state": fleet.state(w, hub.online_window, now), "last_seen": w.last_seen}
         for w in rows]}
 
 
@@ -99,6 +121,25 @@ def list_all_workers(hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
 def drain(worker_id: str, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
     hub.queue.drain(worker_id)
     return {"id": worker_id, "draining": True}
+
+
+@router.delete("/workers/{worker_id}")
+async def forget_worker(worker_id: str, hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    """Remove an offline worker from the list (an online one is refused: 409)."""
+    names = await hub.tx(lambda s: workers.forget(s, hub.online_window, worker_id))
+    hub.queue.notify.changed()
+    return {"forgotten": names}
+
+
+@router.post("/announcements", openapi_extra=request_body(AnnouncementBody))
+async def announce(request: Request, admin: User = Depends(require_admin),
+                   hub: HubContext = Depends(get_hub)) -> dict[str, Any]:
+    """Show a line as a toast in every open workspace."""
+    body = await bodies.read_model(request, AnnouncementBody)
+    entry = await hub.tx(lambda s: announcements.add(s, body.text, admin.name))
+    hub.bus.broadcast(announcements.message(entry))
+    hub.queue.notify.changed()
+    return entry
 
 
 @router.get("/users")

@@ -33,17 +33,17 @@ def start(s: Session, user: User) -> str:
     return value
 
 
-def user_of(s: Session, cookie: str) -> User | None:
-    """The user of a live session, or None."""
+def lookup(s: Session, digest: str) -> tuple[User, float] | None:
+    """The active user of the live session with this cookie hash, and when it expires."""
     row = s.execute(select(LoginSession, User).join(User)
-                    .where(*live([token_hash(cookie)]))).first()
+                    .where(*live([digest]), User.disabled.is_(False))).first()
     if row is None:
         return None
     session, user = row
     now = time.time()
     if session.last_used_at < now - _TOUCH_EVERY:
         session.last_used_at = now
-    return user
+    return user, session.expires_at
 
 
 def end(s: Session, cookie: str) -> None:

@@ -120,11 +120,18 @@ def set_disabled(s: Session, name: str, disabled: bool) -> None:
 
 def reset_password(s: Session, name: str, password: str | None = None) -> str:
     """A new password ends every session of the account."""
-    password = password or generate_password()
-    user = get_user(s, name)
-    user.password_hash = hash_password(password)
-    sessions.end_all(s, user.id)
-    return password
+    account, = prepare_accounts([name], password=password)
+    apply_passwords(s, [account])
+    return account.password
+
+
+def apply_passwords(s: Session, accounts: list[NewAccount]) -> None:
+    """Give existing accounts their prepared new passwords (hashed beforehand, outside the
+    transaction); each loses every session."""
+    for account in accounts:
+        user = get_user(s, account.name)
+        user.password_hash = account.password_hash
+        sessions.end_all(s, user.id)
 
 
 def create_api_token(s: Session, name: str, label: str = "script") -> str:
@@ -171,13 +178,18 @@ def write_credentials(directory: Path, rows: list[tuple[str, str]], url: str) ->
         writer = csv.writer(fh)
         writer.writerow(["user", "password", "url"])
         writer.writerows((name, password, url) for name, password in rows)
+    with open(html_path, "w", encoding="utf-8", opener=_private) as fh:
+        fh.write(cards_page(rows, url))
+    return csv_path, html_path
+
+
+def cards_page(rows: list[tuple[str, str]], url: str) -> str:
+    """A printable HTML page with one login card per (name, password)."""
     cards = "\n".join(
         _CARD.format(url=html.escape(url), name=html.escape(n), password=html.escape(p))
         for n, p in rows
     )
-    with open(html_path, "w", encoding="utf-8", opener=_private) as fh:
-        fh.write(_PAGE.format(cards=cards))
-    return csv_path, html_path
+    return _PAGE.format(cards=cards)
 
 
 def _private(path: str, flags: int) -> int:

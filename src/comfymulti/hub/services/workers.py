@@ -6,12 +6,12 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from comfymulti.catalog.codec import catalog_hash, pack
 from comfymulti.db import insert_new
-from comfymulti.errors import InvalidInput, NotFound, QuotaExceeded, Unauthorized
+from comfymulti.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from comfymulti.hub.services.auth import WORKER_TOKEN_PREFIX, new_token, token_hash
 from comfymulti.models import Catalog, Worker, WorkerToken
 from comfymulti.protocol import RegisterRequest
@@ -40,11 +40,10 @@ def revoke_token(s: Session, token_id_or_name: str) -> int:
     return len(tokens)
 
 
-def authenticate(s: Session, token: str) -> WorkerToken:
+def authenticate(s: Session, token: str) -> WorkerToken | None:
+    """The live worker token with this value, or None."""
     row = s.scalar(select(WorkerToken).where(WorkerToken.token_hash == token_hash(token)))
-    if row is None or row.revoked_at is not None:
-        raise Unauthorized("unknown or revoked worker token")
-    return row
+    return None if row is None or row.revoked_at is not None else row
 
 
 def register(s: Session, token: WorkerToken, req: RegisterRequest, *, cap: int = 0,
@@ -95,3 +94,19 @@ def get_worker(s: Session, token: WorkerToken, worker_id: str) -> Worker:
 
 def list_workers(s: Session) -> list[Worker]:
     return list(s.scalars(select(Worker).order_by(Worker.name)))
+
+
+def forget(s: Session, window: float, id_or_name: str | None = None) -> list[str]:
+    """Remove offline workers from the list (one by id or name, or all offline ones); an
+    online one is refused, since it would register again at once. Returns the names."""
+    rows = list_workers(s)
+    if id_or_name is not None:
+        rows = [w for w in rows if id_or_name in (w.id, w.name)]
+        if not rows:
+            raise NotFound(f"no worker {id_or_name!r}; see 'comfymulti workers list'")
+        if any(fleet.is_online(w, window) for w in rows):
+            raise Conflict(f"worker {id_or_name!r} is online; drain it and wait until it "
+                           "shows offline, then forget it")
+    gone = [w for w in rows if not fleet.is_online(w, window)]
+    s.execute(delete(Worker).where(Worker.id.in_([w.id for w in gone])))
+    return [w.name for w in gone]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -59,8 +60,8 @@ async def identify(hub: HubContext, headers: Headers, cookies: dict[str, str],
     scheme, _, value = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.startswith(USER_TOKEN_PREFIX):
         digest = token_hash(value)
-        user = await hub.tx(lambda s: s.scalar(
-            select(User).join(ApiToken).where(*_live_token([digest]))))
+        user = await hub.run(hub.credentials.lookup, "token", digest,
+                             lambda s: _token_user(s, digest))
         return _active(user), Credential("token", digest)
     if scheme.lower() == "basic":
         try:
@@ -70,11 +71,18 @@ async def identify(hub: HubContext, headers: Headers, cookies: dict[str, str],
         user = await check_password(hub, name, password, address)
         return user, Credential("password", user.password_hash)
     if cookie := cookies.get(web_sessions.COOKIE):
-        user = await hub.tx(lambda s: sessions.user_of(s, cookie))
-        if user is None or user.disabled:
+        digest = token_hash(cookie)
+        user = await hub.run(hub.credentials.lookup, "session", digest,
+                             lambda s: sessions.lookup(s, digest))
+        if user is None:
             raise Unauthorized("your session has ended; log in again")
-        return user, Credential("session", token_hash(cookie))
+        return user, Credential("session", digest)
     raise Unauthorized("log in, or send a Bearer API token or Basic credentials")
+
+
+def _token_user(s: Session, digest: str) -> tuple[User, float] | None:
+    user = s.scalar(select(User).join(ApiToken).where(*_live_token([digest])))
+    return None if user is None or user.disabled else (user, math.inf)
 
 
 async def authenticate(hub: HubContext, headers: Headers, cookies: dict[str, str],
@@ -202,7 +210,15 @@ def _bearer(request: Request) -> str:
 
 async def worker_token(request: Request, hub: HubContext = Depends(get_hub)) -> WorkerToken:
     value = _bearer(request)
-    return await hub.tx(lambda s: workers.authenticate(s, value))
+
+    def load(s: Session) -> tuple[WorkerToken, float] | None:
+        token = workers.authenticate(s, value)
+        return None if token is None else (token, math.inf)
+
+    token = await hub.run(hub.credentials.lookup, "worker", token_hash(value), load)
+    if token is None:
+        raise Unauthorized("unknown or revoked worker token")
+    return token
 
 
 # A worker's last_seen is written at most this often: it feeds "online", not correctness.

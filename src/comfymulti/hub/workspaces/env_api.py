@@ -19,7 +19,7 @@ from comfymulti.queue import fleet
 
 router = workspace_router()
 
-EXTENSIONS = ["/extensions/comfymulti/queue_eta.js"]
+EXTENSIONS = ["/extensions/comfymulti/queue_eta.js", "/extensions/comfymulti/announcements.js"]
 
 
 def features(hub: HubContext) -> dict[str, Any]:

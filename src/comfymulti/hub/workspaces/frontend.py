@@ -23,6 +23,7 @@ from comfymulti.hub.web.access import (
     check_password,
     client_address,
     get_hub,
+    is_admin,
     workspace_owner,
 )
 from comfymulti.hub.web.ratelimit import TooManyAttempts
@@ -31,6 +32,7 @@ from comfymulti.userfiles import USER_NAME
 
 STATIC = Path(comfyui_frontend_package.__file__).with_name("static")
 OWN_STATIC = Path(__file__).resolve().parents[1] / "static"
+ADMIN_PAGE = "/admin"
 # Top-level names that are ours; any other /<name>/ is a predecessor-style workspace URL.
 RESERVED = {"u", "api", "admin", "worker", "health", "metrics", "login", "logout", "assets",
             "static", "favicon.ico"}
@@ -68,11 +70,15 @@ def _login_page(error: str = "", name: str = "", next_url: str = "", status: int
         status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def _safe_next(next_url: str, user: str) -> str:
-    """Only a path inside the user's own workspace; never an outside URL."""
-    if next_url.startswith(f"/u/{user}/") and "//" not in next_url and "\\" not in next_url:
+def _safe_next(next_url: str, user: User) -> str:
+    """Only a path inside the user's own workspace (or an admin's dashboard); never an
+    outside URL. Without one, admins land on the dashboard, everyone else in their
+    workspace."""
+    home = f"/u/{user.name}/"
+    if "//" not in next_url and "\\" not in next_url and (
+            next_url.startswith(home) or (is_admin(user) and next_url == ADMIN_PAGE)):
         return next_url
-    return f"/u/{user}/"
+    return ADMIN_PAGE if is_admin(user) else home
 
 
 async def _session_user(request: Request, hub: HubContext) -> User | None:
@@ -88,7 +94,7 @@ async def index(request: Request, next: str = "", hub: HubContext = Depends(get_
                 ) -> Response:
     user = await _session_user(request, hub)
     if user is not None:
-        return RedirectResponse(_safe_next(next, user.name), status_code=303)
+        return RedirectResponse(_safe_next(next, user), status_code=303)
     return _login_page(next_url=next)
 
 
@@ -102,7 +108,7 @@ async def login(request: Request, username: str = Form(""), password: str = Form
     except Unauthorized:
         return _login_page("Wrong user name or password.", username, next, status=401)
     cookie = await hub.tx(lambda s: sessions.start(s, user))
-    response = RedirectResponse(_safe_next(next, user.name), status_code=303)
+    response = RedirectResponse(_safe_next(next, user), status_code=303)
     web_sessions.set_cookie(response, cookie, hub.settings.public_url.startswith("https:"))
     return response
 

@@ -32,9 +32,13 @@ from comfymulti.hub.workspaces.comfy_jobs import (
 from comfymulti.hub.workspaces.router import workspace_router
 from comfymulti.models import Job, JobEvent, User
 from comfymulti.queue.jobs import HELD, TERMINAL, CancelOutcome, JobState
+from comfymulti.queue.service import ETA_TTL
 from comfymulti.userfiles import resolve
 
 router = workspace_router()
+# A job list without queued jobs changes only when the user's version does; it is still
+# recomputed this often, which bounds what a change made outside this hub could leave stale.
+REUSE_SECONDS = 30.0
 
 # The largest number SQLite binds (LIMIT, OFFSET); a larger one is refused as invalid input.
 _SQL_INT_MAX = 2**63 - 1
@@ -227,7 +231,7 @@ def list_jobs(status: str | None = None, limit: int | None = Query(None),
             "pagination": {"offset": offset, "limit": limit if limit is not None else total,
                            "total": total, "has_more": offset + len(page) < total}}
     response = JSONResponse(body)
-    hub.job_lists.put(key, version, response.body)
+    hub.job_lists.put(key, version, response.body, ETA_TTL if etas else REUSE_SECONDS)
     return response
 
 

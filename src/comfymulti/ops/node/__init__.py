@@ -1,0 +1,1 @@
+"""A rented GPU machine made into a worker: its startup script and `node bootstrap`."""
