@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.conftest import free_port
 
 
 def require(tool: str) -> str:
@@ -65,15 +69,8 @@ def run_nginx() -> Iterator[callable]:  # type: ignore[valid-type]
         proc = subprocess.Popen([require("nginx"), "-p", str(conf.parent), "-c", str(conf)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         started.append(proc)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return proc
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
+        wait_for_port(port, proc)
+        return proc
 
     yield run
     for proc in started:
@@ -81,3 +78,35 @@ def run_nginx() -> Iterator[callable]:  # type: ignore[valid-type]
         proc.wait(10)
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[Any] | None = None,
+                  seconds: float = 10) -> None:
+    """Until something accepts connections on 127.0.0.1:port (and `proc` is still alive)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            assert proc is None or proc.poll() is None, "the server exited"
+            assert time.monotonic() < deadline, f"nothing listens on port {port}"
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def tls_server(folder: Path) -> Iterator[tuple[str, Path]]:
+    """A real TLS server with a self-signed certificate (`openssl s_server -www`): its URL
+    and the certificate (the CA to trust it)."""
+    cert, key = self_signed(folder)
+    port = free_port()
+    server = subprocess.Popen([require("openssl"), "s_server", "-quiet", "-accept", str(port),
+                               "-cert", str(cert), "-key", str(key), "-www"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, server)
+        yield f"https://127.0.0.1:{port}", cert
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -19,7 +18,7 @@ import pytest
 from comfymulti.config import load_settings
 from comfymulti.hub.app import create_app
 from tests.conftest import LiveServer, free_port
-from tests.deploy.conftest import require, self_signed
+from tests.deploy.conftest import tls_server
 from tests.test_cli import run
 
 
@@ -83,26 +82,16 @@ def test_broken_installs_are_named_with_their_fix(install: Path, tmp_path: Path)
 
 
 def test_untrusted_certificate_in_front(install: Path, tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
-    port = free_port()
-    server = subprocess.Popen([require("openssl"), "s_server", "-quiet", "-accept", str(port),
-                               "-cert", str(cert), "-key", str(key), "-www"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        install.write_text(install.read_text().replace(
-            'public_url = ""', f'public_url = "https://127.0.0.1:{port}"'))
-        _wait_port(port)
+    with tls_server(tmp_path) as (url, cert):
+        install.write_text(install.read_text().replace('public_url = ""',
+                                                       f'public_url = "{url}"'))
         code, checks = doctor(install)
         assert code == 1 and checks["nginx/TLS"]["status"] == "FAIL"
         assert "not trusted" in checks["nginx/TLS"]["found"]
         assert checks["nginx/TLS"]["fix"].startswith("certbot certonly --webroot")
         _, checks = doctor(install, SSL_CERT_FILE=str(cert))  # a private CA, trusted
-        assert checks["nginx/TLS"]["status"] == "warn"  # valid for 2 days: renew soon
-        assert "certbot renew" in checks["nginx/TLS"]["fix"]
-    finally:
-        server.terminate()
-        server.wait(10)
+    assert checks["nginx/TLS"]["status"] == "warn"  # valid for 2 days: renew soon
+    assert "certbot renew" in checks["nginx/TLS"]["fix"]
 
 
 class _SkewedDate(BaseHTTPRequestHandler):
@@ -134,17 +123,3 @@ def test_clock_against_the_storage_date(install: Path, skew: float, status: str)
     assert checks["clock"]["status"] == status, checks["clock"]
     if status == "FAIL":
         assert "behind" in checks["clock"]["found"] and "set-ntp" in checks["clock"]["fix"]
-
-
-def _wait_port(port: int) -> None:
-    import socket
-    import time as clock
-
-    deadline = clock.monotonic() + 10
-    while clock.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            clock.sleep(0.05)
-    raise AssertionError("TLS server did not start")

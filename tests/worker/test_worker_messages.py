@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,7 @@ from comfymulti.worker.hub_client import HubClient
 from comfymulti.worker.notices import Notices
 from comfymulti.worker.supervisor import Supervisor, comfyui_python
 from tests.conftest import free_port
-from tests.deploy.conftest import require, self_signed
+from tests.deploy.conftest import tls_server
 from tests.fakes.comfyui import FakeComfyUI
 from tests.test_cli import run
 
@@ -72,26 +70,13 @@ async def test_hub_unreachable_is_said_while_the_worker_waits(caplog) -> None:
     assert len(said) == 1 and said[0].startswith(f"hub at {url}: nothing answers")
 
 
-@pytest.fixture
-def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real TLS server with a self-signed certificate (openssl s_server)."""
-    cert, key = self_signed(tmp_path)
-    port = free_port()
-    server = subprocess.Popen([require("openssl"), "s_server", "-quiet", "-accept", str(port),
-                               "-cert", str(cert), "-key", str(key), "-www"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        yield f"https://127.0.0.1:{port}", cert
-    finally:
-        server.terminate()
-        server.wait(10)
-
-
 @pytest.mark.anyio
-async def test_untrusted_tls_names_the_ca_option(caplog, tls_server) -> None:
-    url, cert = tls_server
-    await asyncio.sleep(0.3)  # s_server binds
+async def test_untrusted_tls_names_the_ca_option(caplog, tmp_path: Path) -> None:
+    with tls_server(tmp_path) as (url, cert):
+        await _untrusted_then_trusted(caplog, url, cert)
+
+
+async def _untrusted_then_trusted(caplog, url: str, cert: Path) -> None:
     hub = HubClient(url, "cmw_x", backoff_max=0.1)
     try:
         said = await _problems(caplog, hub.identify(), 1.0)
