@@ -6,6 +6,7 @@ Sources, strongest first: environment (``COMFYMULTI_SECTION__KEY``), the TOML fi
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import secrets
@@ -16,13 +17,19 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from comfymulti.errors import ConfigError
 from comfymulti.queue.jobs import Policy, policy_choices
 
 CONFIG_ENV = "COMFYMULTI_CONFIG"
 CONFIG_NAME = "comfymulti.toml"
+ENV_PREFIX = "COMFYMULTI_"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +58,21 @@ class HubSettings(_Section):
     max_sockets_total: int = Field(
         2000, ge=1, description="Open workspace WebSockets for the whole hub."
     )
+    metrics_token: SecretStr = Field(
+        SecretStr(""), description="If set, /metrics needs 'Authorization: Bearer <this>' "
+        "(unless the caller is in metrics_networks)."
+    )
+    metrics_networks: list[str] = Field(
+        [], description="If set, /metrics answers only these networks (e.g. \"127.0.0.1/32\") "
+        "or a caller with metrics_token; empty and no token: public."
+    )
+
+    @field_validator("metrics_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+        return value
 
 
 class StoreSettings(_Section):
@@ -109,6 +131,27 @@ class WorkerSettings(_Section):
     preview_fps: float = Field(
         4.0, gt=0, description="Most preview images per second relayed to the hub."
     )
+
+
+class DeploySettings(_Section):
+    service_user: str = Field(
+        "comfymulti", description="System user the hub (and worker) services run as."
+    )
+    http_port: int = Field(
+        80, ge=1, le=65535, description="nginx's plain-HTTP port: ACME challenges, else a "
+        "redirect to hub.public_url (whose port is the HTTPS one)."
+    )
+    acme_webroot: str = Field(
+        "/var/www/acme", description="Folder nginx serves /.well-known/acme-challenge/ from "
+        "(certbot --webroot -w, or any ACME client writing there)."
+    )
+    tls_certificate: str = Field(
+        "", description="Certificate chain (empty: /etc/letsencrypt/live/HOST/fullchain.pem)."
+    )
+    tls_certificate_key: str = Field(
+        "", description="Its private key (empty: /etc/letsencrypt/live/HOST/privkey.pem)."
+    )
+    ipv6: bool = Field(True, description="nginx also listens on IPv6.")
 
 
 class BackupMode(StrEnum):
@@ -281,7 +324,7 @@ class Settings(BaseSettings):
     """The whole configuration of a hub (and, later, of its workers and operations)."""
 
     model_config = SettingsConfigDict(
-        env_prefix="COMFYMULTI_", env_nested_delimiter="__", extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
     data_dir: Path = Field(
@@ -293,6 +336,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     files: FilesSettings = FilesSettings()
     worker: WorkerSettings = WorkerSettings()
+    deploy: DeploySettings = DeploySettings()
     backup: BackupSettings = BackupSettings()
     cloud: CloudSettings = CloudSettings()
 
@@ -343,15 +387,22 @@ def find_config(explicit: Path | None = None) -> Path | None:
 
 
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
-    """Read the TOML file (if any) and the environment; errors name the key and the file."""
+    """Read the TOML file (if any) and the environment; errors name the key and the file, or
+    the environment variable the bad value came from."""
     data: dict[str, Any] = {}
-    where = "defaults/environment"
+    where = "defaults"
     if path is not None:
         where = str(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a folder; pass the file, e.g. "
+                              f"--config {path / CONFIG_NAME}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read it ({_reason(exc)}); run the command as "
+                              "the user owning it, or fix its permissions") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     for key, value in overrides.items():
@@ -360,12 +411,37 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         settings = Settings(**data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{where}: {key}: {err['msg']}") from None
+        loc = [str(p) for p in err["loc"]]
+        env = _env_variable(loc)
+        if env is not None:
+            raise ConfigError(f"environment variable {env}: {err['msg']}") from None
+        raise ConfigError(f"{where}: {'.'.join(loc)}: {err['msg']}") from None
+    except SettingsError as exc:  # a list or table in the environment that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        env = _env_variable([field.group(1)] if field else [])
+        raise ConfigError(f"environment variable {env or ENV_PREFIX + '...'}: not valid JSON "
+                          "(lists and tables are written as JSON there)") from None
     if not settings.data_dir.is_absolute():
         base = path.resolve().parent if path is not None else Path.cwd()
         settings.data_dir = base / settings.data_dir
     return settings
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
+def _env_variable(loc: list[str]) -> str | None:
+    """The COMFYMULTI_* variable that set the value at `loc` (or a table around it), if any."""
+    names = {key.upper(): key for key in os.environ if key.upper().startswith(ENV_PREFIX)}
+    for depth in range(len(loc), 0, -1):
+        candidate = ENV_PREFIX + "__".join(loc[:depth]).upper()
+        if candidate in names:
+            return names[candidate]
+        nested = [k for k in names if k.startswith(candidate + "__")]
+        if depth == len(loc) and nested:
+            return names[sorted(nested)[0]]
+    return None
 
 
 def secret_key(settings: Settings) -> str:
@@ -383,7 +459,7 @@ def secret_key(settings: Settings) -> str:
     return value
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, SecretStr):
         value = value.get_secret_value()
     if isinstance(value, StrEnum):
@@ -393,7 +469,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return _toml_string(str(value))
 
 
@@ -417,7 +493,7 @@ def render_toml(values: dict[str, dict[str, Any]] | None = None) -> str:
              "# COMFYMULTI_<SECTION>__<KEY> (e.g. COMFYMULTI_HUB__SECRET_KEY).", ""]
     top = Settings.model_fields["data_dir"]
     lines += [f"# {top.description}",
-              f"data_dir = {_toml_value(values.get('', {}).get('data_dir', top.default))}", ""]
+              f"data_dir = {toml_value(values.get('', {}).get('data_dir', top.default))}", ""]
     for section, field in Settings.model_fields.items():
         model = field.annotation
         if not (isinstance(model, type) and issubclass(model, _Section)):
@@ -437,7 +513,7 @@ def _render_table(header: str, model: type[_Section], values: dict[str, Any]) ->
                 nested += _render_table(f"{header}.{name}.{key}", type(item), item.model_dump())
             continue
         lines.append(f"# {sub.description}")
-        lines.append(f"{name} = {_toml_value(value)}")
+        lines.append(f"{name} = {toml_value(value)}")
     return [*lines, "", *nested]
 
 

@@ -32,8 +32,8 @@ POOL_SIZE = 50
 
 def make_engine(url: str) -> Engine:
     """An engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if (path := database_file(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     # One connection per thread that does database work (the request pool and the hub's own
     # offload threads): a pool smaller than that opens and closes connections all day.
     engine = create_engine(url) if url == "sqlite://" else create_engine(
@@ -51,6 +51,12 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
     return engine
+
+
+def database_file(url: str) -> Path | None:
+    """The file of an SQLite URL (None for a server database or an in-memory one)."""
+    prefix = "sqlite:///"
+    return Path(url.removeprefix(prefix)) if url.startswith(prefix) and url != prefix else None
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -15,7 +15,7 @@ from comfymulti.errors import ConfigError
 from comfymulti.hub.services import templates
 from comfymulti.hub.services import users as user_service
 from comfymulti.hub.services import workers as worker_service
-from comfymulti.invocation import settings, state
+from comfymulti.invocation import refuse_root_in_service_folder, settings, state
 from comfymulti.queue import fleet, store
 from comfymulti.queue.jobs import Policy, Role, policy_choices
 
@@ -236,11 +236,14 @@ def queue_policy(
 
 @templates_app.command("publish")
 def templates_publish(
-    file: Annotated[Path, typer.Argument(help="A workflow saved from ComfyUI (.json).")],
+    file: Annotated[Path, typer.Argument(
+        help="A workflow saved from ComfyUI (.json).", exists=True, dir_okay=False,
+        readable=True)],
     name: Annotated[str | None, typer.Option(help="Name shown to participants.")] = None,
 ) -> None:
     """Publish a workflow to every participant (Workflows/Workshop), replacing one of the
     same name."""
+    refuse_root_in_service_folder(settings().templates_dir)
     path = templates.publish(settings(), name or file.name, file.read_bytes())
     out.print(f"published {path.name}: participants see {templates.PREFIX}{path.name}")
 
@@ -262,5 +265,6 @@ def templates_default(name: str) -> None:
 @templates_app.command("remove")
 def templates_remove(name: str) -> None:
     """Withdraw a workshop workflow (participants' own saved copies stay)."""
+    refuse_root_in_service_folder(settings().templates_dir)
     templates.remove(settings(), name)
     out.print(f"removed {name}")

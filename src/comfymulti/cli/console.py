@@ -21,8 +21,8 @@ from rich.progress import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from comfymulti.db import make_engine, migrate, session_factory
-from comfymulti.invocation import settings
+from comfymulti.db import database_file, make_engine, migrate, session_factory
+from comfymulti.invocation import refuse_root_in_service_folder, require_database, settings
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -32,7 +32,11 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object 
 
 def factory() -> sessionmaker[Session]:
     """Sessions on the configured database, migrated to the current schema."""
-    engine = make_engine(settings().database_url)
+    cfg = settings()
+    url = cfg.database_url
+    require_database(database_file(url))
+    refuse_root_in_service_folder(cfg.data_dir)
+    engine = make_engine(url)
     migrate(engine)
     return session_factory(engine)
 

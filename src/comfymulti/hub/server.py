@@ -4,7 +4,9 @@ answered at once (workers hold one open all the time), so shutdown never waits f
 from __future__ import annotations
 
 import asyncio
+import errno
 import signal
+import socket
 import sys
 from types import FrameType
 
@@ -12,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from comfymulti.errors import ConfigError
 from comfymulti.hub.context import HubContext
 
 # A client must finish sending a request's headers within this time, or the connection is
@@ -66,8 +69,27 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(app: FastAPI, host: str, port: int, header_timeout: float = HEADER_TIMEOUT) -> None:
-    """Serve until SIGTERM or Ctrl-C, then stop cleanly and exit 0."""
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, taken before anything says the hub is ready: a busy port or a
+    wrong address is one line with the fix, not a failure after "ready"."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is already in use (another hub still running?); stop "
+                f"it, or choose another port: comfymulti serve --port {port + 1}") from None
+        if exc.errno == errno.EACCES:
+            raise ConfigError(f"port {port} needs root; use a port above 1023 (hub.port) and "
+                              "let nginx listen on 80/443 (comfymulti deploy)") from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); set hub.host to "
+                          "an address of this machine, e.g. 127.0.0.1") from None
+
+
+def serve(app: FastAPI, sock: socket.socket, header_timeout: float = HEADER_TIMEOUT) -> None:
+    """Serve on `sock` (from `bind`) until SIGTERM or Ctrl-C, then stop cleanly and exit 0."""
+    host, port = sock.getsockname()[:2]
     protocol = type("HubHttp", (_HeaderDeadline,), {"header_timeout": header_timeout})
     # Keep idle connections as long as browsers and proxies expect (nginx keeps its own 75 s);
     # uvicorn's 5 s default closes pooled connections clients are about to reuse (read errors).
@@ -80,4 +102,4 @@ def serve(app: FastAPI, host: str, port: int, header_timeout: float = HEADER_TIM
     # uvicorn re-raises the signal it caught once it has shut down, with the handler that
     # was there before it started: make that a clean exit.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    _Server(config, app.state.hub).run()
+    _Server(config, app.state.hub).run(sockets=[sock])

@@ -62,6 +62,7 @@ class Agent:
 
     async def run(self) -> None:
         """Serve until drained. Raises Unauthorized (bad token) and other fatal errors."""
+        await self.hub.identify()
         stats = await self.comfy.wait_ready(self.comfy_ready_timeout)
         await self._register(stats)
         self.serving = True

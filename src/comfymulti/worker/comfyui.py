@@ -8,6 +8,7 @@ and protocol failures become ComfyUIError here, so the agent catches one family.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -21,7 +22,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from comfymulti.errors import ComfyUIError
+from comfymulti.errors import ComfyUIError, ConfigError
+from comfymulti.worker.notices import Notices, transport_problem
 
 log = logging.getLogger("comfymulti.worker.comfyui")
 
@@ -82,8 +84,9 @@ class ComfySocket:
 
 class ComfyUIClient:
     def __init__(self, base_url: str, *, client: httpx.AsyncClient | None = None,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, notices: Notices | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.notices = notices or Notices(log)
         self.client_id = client_id or uuid.uuid4().hex
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=5.0),
@@ -100,7 +103,7 @@ class ComfyUIClient:
         try:
             return await self._client.request(method, self.base_url + path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ComfyUIError(f"ComfyUI at {self.base_url} unreachable: {exc!r}") from exc
+            raise ComfyUIError(transport_problem(exc, "ComfyUI", self.base_url)) from exc
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = await self._request(method, path, **kwargs)
@@ -122,13 +125,26 @@ class ComfyUIClient:
         delay = 0.1
         while True:
             try:
-                return await self.system_stats()
+                stats = await self.system_stats()
+                self.notices.resolved("comfyui", f"ComfyUI at {self.base_url} answers")
+                return stats
             except ComfyUIError as exc:
+                await self._refuse_the_hub()
                 if deadline is not None and loop.time() + delay > deadline:
                     raise ComfyUIError(f"ComfyUI at {self.base_url} did not answer in time: "
                                        f"{exc.message}") from exc
+                self.notices.problem("comfyui", f"{exc.message}; waiting for it (start it, "
+                                     "or let the worker do it: --launch-comfyui DIR)")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+    async def _refuse_the_hub(self) -> None:
+        """The ComfyUI URL answering like the ComfyMulti hub is a mistake no wait will fix."""
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            body = (await self._client.get(f"{self.base_url}/health")).json()
+            if isinstance(body, dict) and {"status", "db"} <= set(body):
+                raise ConfigError(f"the ComfyUI URL {self.base_url} answers like the ComfyMulti "
+                                  "hub: are --hub and --comfyui swapped?")
 
     async def object_info(self) -> dict[str, Any]:
         return dict(await self._json("GET", "/object_info"))

@@ -37,6 +37,14 @@ def worker(
     launch_comfyui: Annotated[Path | None, typer.Option(
         "--launch-comfyui", help="Start ComfyUI's main.py from this folder and restart it "
         "when it exits; arguments after -- go to it.", show_default=False)] = None,
+    comfyui_python: Annotated[Path | None, typer.Option(
+        "--comfyui-python", help="Python of ComfyUI's environment for --launch-comfyui "
+        "(default: DIR/venv or DIR/.venv if present, else the worker's).", exists=True,
+        dir_okay=False, show_default=False)] = None,
+    ca: Annotated[Path | None, typer.Option(
+        "--ca", help="CA bundle (PEM) that signed the hub's certificate, for a private CA or "
+        "a self-signed hub.", exists=True, dir_okay=False, readable=True,
+        show_default=False)] = None,
     comfyui_log: Annotated[Path | None, typer.Option(
         "--comfyui-log", help="Log file for a launched ComfyUI (default: DIR/comfyui-worker.log).",
         show_default=False)] = None,
@@ -56,34 +64,36 @@ def worker(
             raise ConfigError(f"{label} {url!r} must be an http(s):// URL")
     if not secret:
         raise ConfigError("no worker token: pass --token or set worker.token "
-                          "(create one with 'comfymulti workers token NAME')")
+                          "(create one with 'comfymulti workers token --name NAME' on the hub)")
     depth = cfg.prefetch if prefetch is None else prefetch
     if not 0 <= depth <= 8:
         raise ConfigError(f"--prefetch must be between 0 and 8, not {depth}")
-    if comfyui_args and launch_comfyui is None:
-        raise ConfigError("extra ComfyUI arguments need --launch-comfyui DIR")
+    if (comfyui_args or comfyui_python) and launch_comfyui is None:
+        raise ConfigError("extra ComfyUI arguments and --comfyui-python need "
+                          "--launch-comfyui DIR")
     logsetup.setup(state.verbose)
     if not state.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(_serve(hub_url, secret, comfy_url, name or cfg.name or socket.gethostname(),
                        depth, cfg.preview_fps, launch_comfyui, comfyui_log,
-                       list(comfyui_args or [])))
+                       list(comfyui_args or []), ca, comfyui_python))
 
 
 async def _serve(hub_url: str, token: str, comfy_url: str, name: str, prefetch: int,
                  preview_fps: float, launch: Path | None, launch_log: Path | None,
-                 launch_args: list[str]) -> None:
+                 launch_args: list[str], ca: Path | None, python: Path | None) -> None:
     from comfymulti.worker.agent import Agent
     from comfymulti.worker.comfyui import ComfyUIClient
     from comfymulti.worker.hub_client import HubClient
-    from comfymulti.worker.supervisor import Supervisor
+    from comfymulti.worker.supervisor import Supervisor, comfyui_python
 
     supervisor = None
     if launch is not None:
         port = urlsplit(comfy_url).port or 8188
-        supervisor = Supervisor(launch.resolve(), port=port, extra_args=launch_args,
-                                log_path=launch_log)
-    hub = HubClient(hub_url, token)
+        folder = launch.resolve()
+        supervisor = Supervisor(folder, port=port, extra_args=launch_args, log_path=launch_log,
+                                python=comfyui_python(folder, python))
+    hub = HubClient(hub_url, token, ca_bundle=str(ca) if ca else None)
     comfy = ComfyUIClient(comfy_url)
     agent = Agent(hub, comfy, name=name, prefetch=prefetch, preview_fps=preview_fps)
     loop = asyncio.get_running_loop()

@@ -10,13 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 
 from comfymulti.catalog.codec import catalog_hash, pack
-from comfymulti.errors import ComfyMultiError, InvalidInput, LeaseLost, NotFound, Unauthorized
+from comfymulti.errors import (
+    ComfyMultiError,
+    ConfigError,
+    InvalidInput,
+    LeaseLost,
+    NotFound,
+    Unauthorized,
+)
 from comfymulti.protocol import (
     PREFIX,
     WORKER_ID_HEADER,
@@ -28,6 +36,7 @@ from comfymulti.protocol import (
     RenewResponse,
     StoredFile,
 )
+from comfymulti.worker.notices import Notices, transport_problem
 
 log = logging.getLogger("comfymulti.worker")
 
@@ -42,12 +51,17 @@ class HubClient:
         *,
         client: httpx.AsyncClient | None = None,
         backoff_max: float = 10.0,
+        ca_bundle: str | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self._client = client or httpx.AsyncClient(
+            verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
             timeout=httpx.Timeout(30.0, connect=5.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
         )
-        self._base = base_url.rstrip("/") + PREFIX
+        self.url = base_url.rstrip("/")
+        self._base = self.url + PREFIX
+        self.notices = notices or Notices(log)
         self._headers = {"Authorization": f"Bearer {token}"}
         self.backoff_max = backoff_max
         self.worker_id = ""
@@ -73,15 +87,42 @@ class HubClient:
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                     **kwargs)
             except _RETRYABLE as exc:
+                problem = transport_problem(exc, "hub", self.url)
                 if not retry or self.closed:
-                    raise ComfyMultiError(f"hub unreachable: {exc!r}") from exc
-                log.warning("hub unreachable (%s); retrying in %.1fs", type(exc).__name__, delay)
+                    raise ComfyMultiError(problem) from exc
+                self.notices.problem("hub", f"{problem}; retrying")
             else:
                 if resp.status_code < 500 or not retry:
+                    self.notices.resolved("hub", f"hub at {self.url} answers again")
                     return _check(resp)
-                log.warning("hub answered %s; retrying in %.1fs", resp.status_code, delay)
+                self.notices.problem("hub", f"hub at {self.url} answered {resp.status_code}; "
+                                     "retrying")
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, self.backoff_max)
+
+    async def identify(self) -> None:
+        """Make sure the URL is a ComfyMulti hub (its /health), waiting while it cannot be
+        reached; a URL that answers as something else (ComfyUI, a wrong path) is fatal."""
+        delay = 0.1
+        while True:
+            try:
+                resp = await self._client.get(f"{self.url}/health")
+                break
+            except _RETRYABLE as exc:
+                self.notices.problem("hub", f"{transport_problem(exc, 'hub', self.url)}; "
+                                     "retrying")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max)
+        self.notices.resolved("hub", f"hub at {self.url} answers")
+        if _json_keys(resp) >= {"status", "db"}:
+            return
+        stats = await self._client.get(f"{self.url}/system_stats")
+        if "system" in _json_keys(stats):
+            raise ConfigError(f"the hub URL {self.url} answers like ComfyUI: are --hub and "
+                              "--comfyui swapped?")
+        raise ConfigError(f"{self.url} does not answer like a ComfyMulti hub (GET /health: "
+                          f"{resp.status_code}); give the hub's base URL, e.g. "
+                          "https://hub.example.org, without a path")
 
     # --- registration ----------------------------------------------------------------------
 
@@ -158,6 +199,14 @@ class HubClient:
         resp = await self._request("POST", f"/jobs/{job_id}/release",
                                    json={"lease_id": lease_id})
         return str(resp.json()["state"])
+
+
+def _json_keys(resp: httpx.Response) -> set[str]:
+    try:
+        body = resp.json()
+    except ValueError:
+        return set()
+    return set(body) if isinstance(body, dict) else set()
 
 
 def _check(resp: httpx.Response) -> httpx.Response:

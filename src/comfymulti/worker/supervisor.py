@@ -25,6 +25,24 @@ _STABLE_SECONDS = 60.0
 _MAX_BACKOFF = 60.0
 
 
+# Where ComfyUI's own environment usually is, next to its main.py.
+_VENV_PYTHONS = ("venv/bin/python", ".venv/bin/python", "python_embeded/python")
+
+
+def comfyui_python(directory: Path, explicit: Path | None = None) -> str:
+    """The interpreter for ComfyUI: --comfyui-python, else a venv next to main.py, else the
+    worker's own (which then needs ComfyUI's requirements installed)."""
+    if explicit is not None:
+        return str(explicit)
+    for candidate in _VENV_PYTHONS:
+        if (directory / candidate).is_file():
+            return str(directory / candidate)
+    log.warning("no venv in %s (looked for %s); running ComfyUI with the worker's Python %s "
+                "(pass --comfyui-python to choose)", directory, ", ".join(_VENV_PYTHONS),
+                sys.executable)
+    return sys.executable
+
+
 class Supervisor:
     def __init__(self, directory: Path, *, port: int, extra_args: list[str] | None = None,
                  log_path: Path | None = None, python: str = sys.executable,

@@ -1,22 +1,25 @@
-"""Public on purpose: /health for load balancers and people, /metrics for Prometheus."""
+"""/health for load balancers and people (public on purpose); /metrics for Prometheus, public
+unless hub.metrics_token or hub.metrics_networks restrict it."""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import time
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from comfymulti.db import BUSY_TIMEOUT_MS
-from comfymulti.errors import Unavailable
+from comfymulti.errors import Forbidden, Unavailable
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.web.access import get_hub
+from comfymulti.hub.web.access import client_address, get_hub
 from comfymulti.queue import fleet, store
 
 router = APIRouter(tags=["health"])
@@ -65,6 +68,28 @@ async def health(hub: HubContext = Depends(get_hub)) -> Response:
     return JSONResponse(body)
 
 
+def _may_read_metrics(request: Request, hub: HubContext) -> None:
+    """Anyone when neither a token nor networks are configured; else a caller inside one of
+    hub.metrics_networks (the client address, behind trusted proxies) or with the token."""
+    cfg = hub.settings.hub
+    token = cfg.metrics_token.get_secret_value()
+    if not token and not cfg.metrics_networks:
+        return
+    try:
+        address = ipaddress.ip_address(client_address(request))
+    except ValueError:
+        address = None
+    networks = (ipaddress.ip_network(n, strict=False) for n in cfg.metrics_networks)
+    if address is not None and any(address in network for network in networks):
+        return
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(value.encode(),
+                                                                     token.encode()):
+        return
+    raise Forbidden("/metrics is restricted (hub.metrics_token, hub.metrics_networks)")
+
+
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(hub: HubContext = Depends(get_hub)) -> Response:
+def metrics(request: Request, hub: HubContext = Depends(get_hub)) -> Response:
+    _may_read_metrics(request, hub)
     return Response(generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST)

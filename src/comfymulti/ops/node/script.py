@@ -98,7 +98,7 @@ def startup_script(settings: Settings, worker_token: str, node: NodeSettings | N
     node = node or NodeSettings.model_validate(settings.cloud, from_attributes=True)
     if not worker_token:
         raise ConfigError("no worker token for the startup script "
-                          "(create one with 'comfymulti workers token NAME')")
+                          "(create one with 'comfymulti workers token --name NAME')")
     options = "".join(f" {flag} {_word(flag, value)}" for flag, value in bootstrap_options(node))
     return _TEMPLATE.format(
         state_dir=_word("--state-dir", node.state_dir), end=_END,
