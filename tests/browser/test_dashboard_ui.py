@@ -150,9 +150,10 @@ def test_dashboard_live_actions_reach_workspaces(stack, page) -> None:
     _shoot(admin, "health")
     assert admin.locator('[data-health="workers_online"]').inner_text() in ("0", "1")
     admin.screenshot(path=SCREENSHOTS / "admin-dashboard.png")
+    # Checked before user002's new password ends the session their page polls with.
+    assert unexpected(page.failures) == [], page.failures
     user_row.get_by_role("button", name="New password").click()
     cards = admin.frame_locator("#output-cards")
     cards.get_by_text("user002").wait_for(timeout=10_000)
     admin.locator("#output").screenshot(path=SCREENSHOTS / "admin-cards.png")
     assert errors == []
-    assert unexpected(page.failures) == [], page.failures

@@ -68,7 +68,8 @@ def test_root_sets_up_the_hub_for_its_service_user(service_user: str, srv: Path)
     assert init.returncode == 0, init.stderr
     assert "password:" in init.stdout  # the admin's, printed here rather than by the service
     port = free_port()
-    config.write_text(config.read_text().replace("port = 8080", f"port = {port}"))
+    config.write_text(config.read_text().replace("port = 8080", f"port = {port}").replace(
+        'public_url = ""', 'public_url = "https://hub.example.org"'))  # cards carry it
     refused = as_user(None, "--config", str(config), "users", "create", "--count", "3")
     assert refused.returncode == 2
     assert f"runuser -u {service_user} -- " in refused.stderr

@@ -70,6 +70,15 @@ class Cache:
         self.db.execute("INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?)",
                         (str(path), size, mtime_ns, sha256))
 
+    def hash_of(self, path: Path) -> str:
+        """A file's SHA-256, read only if its size or mtime changed since last time."""
+        st = path.stat()
+        if (known := self.known_hash(path, st.st_size, st.st_mtime_ns)) is not None:
+            return known
+        sha = sha256_file(path)
+        self.remember_hash(path, st.st_size, st.st_mtime_ns, sha)
+        return sha
+
     def stored(self, dest: str) -> dict[str, str]:
         """sha256 -> ETag of every content this destination was seen to hold."""
         return dict(self.db.execute("SELECT sha256, etag FROM stored WHERE dest=?", (dest,)))
