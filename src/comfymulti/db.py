@@ -89,16 +89,23 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def read_value(engine: Engine, sql: str) -> Any:
-    """The first column of the first row of a read-only statement, without an ORM session:
-    for checks made on every request, where a session's own cost would dominate."""
+    """The first column of the first row of a read-only statement, on a pooled DB-API
+    connection without SQLAlchemy's per-statement machinery: for checks made on every
+    request, where that machinery would cost more than the query."""
+    conn = engine.raw_connection()
     try:
-        with engine.connect() as conn:
-            return conn.exec_driver_sql(sql).scalar()
-    except OperationalError as exc:
+        cursor = conn.cursor()
+        cursor.execute(sql)
+        row = cursor.fetchone()
+        cursor.close()
+    except engine.dialect.loaded_dbapi.OperationalError as exc:
         if _busy(exc):
             raise Unavailable("the database is busy; try again in a few seconds",
                               retry_after=RETRY_AFTER_SECONDS) from None
         raise
+    finally:
+        conn.close()
+    return None if row is None else row[0]
 
 
 def insert_new(s: Session, model: type[Any], **values: Any) -> None:
@@ -113,8 +120,9 @@ def insert_new(s: Session, model: type[Any], **values: Any) -> None:
     s.execute(stmt)
 
 
-def _busy(exc: OperationalError) -> bool:
-    text = str(exc.orig).lower()
+def _busy(exc: Exception) -> bool:
+    """SQLite's "database is locked/busy", raised by SQLAlchemy or by the DB-API itself."""
+    text = str(getattr(exc, "orig", exc)).lower()
     return "locked" in text or "busy" in text
 
 
