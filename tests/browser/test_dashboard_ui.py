@@ -8,7 +8,6 @@ panel go to build/screenshots/."""
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 from comfymulti.hub.services import templates
 from comfymulti.queue.jobs import Role
 from tests.browser.conftest import SCREENSHOTS, login, unexpected
+from tests.browser.test_first_minutes import workflow
 from tests.browser.test_workspace_ui import IMAGE
 from tests.conftest import HubHarness, LiveServer
 from tests.fakes.comfyui import FakeComfyUI
@@ -113,7 +113,7 @@ def test_dashboard_live_actions_reach_workspaces(stack, page) -> None:
     # Publish a template with a thumbnail, title and description; make it the default.
     admin.set_input_files("#tpl-file", files=[{
         "name": "Portrait.json", "mimeType": "application/json",
-        "buffer": json.dumps({"nodes": [], "links": [], "version": 0.4}).encode()}])
+        "buffer": workflow("Portrait step one")}])
     admin.fill("#tpl-title", "Portrait in four steps")
     admin.fill("#tpl-description", "Start here on day one")
     admin.set_input_files("#tpl-thumbnail", files=[{
@@ -142,6 +142,21 @@ def test_dashboard_live_actions_reach_workspaces(stack, page) -> None:
     other.screenshot(path=SCREENSHOTS / "user003-announcement.png")
     admin.locator("#announcements-list li", has_text="Lunch at 12:30").wait_for()
     _shoot(admin, "announcements")
+
+    # The template published above is in user003's template dialog with its thumbnail, and
+    # opens from there.
+    other.evaluate("window.app.graph.clear()")
+    other.evaluate("window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    dialog = other.get_by_role("dialog")
+    card = dialog.get_by_text("Portrait in four steps").first
+    card.wait_for(timeout=20_000)
+    # The frontend fetches thumbnails into blob: URLs; ours is the published 1 x 1 PNG.
+    other.wait_for_function("""() => [...document.querySelectorAll('[role=dialog] img')]
+        .some(i => i.complete && i.naturalWidth === 1)""", timeout=10_000)
+    other.screenshot(path=SCREENSHOTS / "user003-template-dialog.png")
+    card.click()
+    other.wait_for_function("window.app.graph.nodes.some(n => n.title === 'Portrait step one')",
+                            timeout=20_000)
 
     # Users panel: activity and jobs today; new login card for one participant.
     user_row = admin.locator('#users-rows tr[data-user="user002"]')
