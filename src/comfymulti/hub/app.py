@@ -50,6 +50,8 @@ log = logging.getLogger("comfymulti.hub")
 # Threads doing database work for requests. SQLite has one writer at a time anyway; a few
 # threads let reads go on while a write waits, without piling up hundreds of waiters.
 DB_THREADS = 8
+# Threads that tell who is asking (a cached answer, one indexed read); apart from DB_THREADS.
+AUTH_THREADS = 4
 
 
 def build_context(settings: Settings) -> HubContext:
@@ -67,7 +69,7 @@ def build_context(settings: Settings) -> HubContext:
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
                      login_limiter=RateLimiter(), run=run, probe=Offload(2),
-                     job_lists=ViewCache(), credentials=Credentials(engine, factory),
+                     job_lists=ViewCache(), credentials=Credentials(engine, factory, AUTH_THREADS),
                      password_checks=PasswordChecks(os.cpu_count() or 2))
 
     def jobs_by_state() -> dict[str, int]:

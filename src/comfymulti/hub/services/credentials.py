@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from comfymulti.blocking import Offload
 from comfymulti.db import read_value, transaction
 
 # How long a lookup is reused even when nothing ended: it also bounds how stale a session's
@@ -33,11 +34,20 @@ T = TypeVar("T")
 class Credentials:
     """Thread-safe: request handlers look credentials up from several threads at once."""
 
-    def __init__(self, engine: Engine, factory: sessionmaker[Session]) -> None:
+    def __init__(self, engine: Engine, factory: sessionmaker[Session], threads: int) -> None:
         self._engine, self._factory = engine, factory
+        # Its own threads: every request passes here first, and must not wait behind the
+        # queue's database work (a worker's lease or upload) for a free thread, nor that
+        # work behind hundreds of participants' polls.
+        self._offload = Offload(threads)
         self._lock = threading.Lock()
         self._epoch: str | None = None
         self._known: dict[tuple[str, str], tuple[Any, float]] = {}
+
+    async def find(self, kind: str, digest: str,
+                   load: Callable[[Session], tuple[T, float] | None]) -> T | None:
+        """`lookup`, in one of this cache's own threads."""
+        return await self._offload(self.lookup, kind, digest, load)
 
     def lookup(self, kind: str, digest: str,
                load: Callable[[Session], tuple[T, float] | None]) -> T | None:

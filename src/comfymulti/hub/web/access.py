@@ -60,8 +60,7 @@ async def identify(hub: HubContext, headers: Headers, cookies: dict[str, str],
     scheme, _, value = headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.startswith(USER_TOKEN_PREFIX):
         digest = token_hash(value)
-        user = await hub.run(hub.credentials.lookup, "token", digest,
-                             lambda s: _token_user(s, digest))
+        user = await hub.credentials.find("token", digest, lambda s: _token_user(s, digest))
         return _active(user), Credential("token", digest)
     if scheme.lower() == "basic":
         try:
@@ -72,8 +71,8 @@ async def identify(hub: HubContext, headers: Headers, cookies: dict[str, str],
         return user, Credential("password", user.password_hash)
     if cookie := cookies.get(web_sessions.COOKIE):
         digest = token_hash(cookie)
-        user = await hub.run(hub.credentials.lookup, "session", digest,
-                             lambda s: sessions.lookup(s, digest))
+        user = await hub.credentials.find("session", digest,
+                                          lambda s: sessions.lookup(s, digest))
         if user is None:
             raise Unauthorized("your session has ended; log in again")
         return user, Credential("session", digest)
@@ -215,7 +214,7 @@ async def worker_token(request: Request, hub: HubContext = Depends(get_hub)) -> 
         token = workers.authenticate(s, value)
         return None if token is None else (token, math.inf)
 
-    token = await hub.run(hub.credentials.lookup, "worker", token_hash(value), load)
+    token = await hub.credentials.find("worker", token_hash(value), load)
     if token is None:
         raise Unauthorized("unknown or revoked worker token")
     return token
