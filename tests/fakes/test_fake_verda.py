@@ -1,4 +1,4 @@
-"""The Verda test server against the shapes and rules in ../shared/reference/verda-and-r2.md
+"""The Verda test server against the shapes and rules of the Verda reference (verda-and-r2.md
 (§1.3-1.6, §5), spoken to over raw HTTP so nothing in our adapter hides a difference."""
 
 from __future__ import annotations

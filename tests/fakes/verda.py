@@ -1,6 +1,6 @@
 """A Verda API test server: real HTTP on 127.0.0.1, spoken to by the official `verda` SDK.
 
-Built from ../shared/reference/verda-and-r2.md §1 and §5: OAuth2 client credentials with short
+Built from the Verda reference (verda-and-r2.md) §1 and §5: OAuth2 client credentials with short
 token lifetimes, plain-text ids from create calls (202), JSON `{code, message}` on every error,
 instances going ordered -> provisioning -> running over successive reads (ip null until running),
 no delete while provisioning, delete with the three `volume_ids` cases, block volumes attached
