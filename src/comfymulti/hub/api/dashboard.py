@@ -10,7 +10,6 @@ same view read-only (the actions are not shown, and /admin/api refuses them).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import logging
 import string
@@ -22,16 +21,15 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from sqlalchemy.exc import SQLAlchemyError
 
 from comfymulti import __version__
-from comfymulti.errors import ComfyMultiError, NotFound, Unauthorized
+from comfymulti.errors import NotFound, Unauthorized
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import dashboard
 from comfymulti.hub.web.access import (
     get_hub,
-    identity_of,
     require_instructor,
     user_of,
 )
-from comfymulti.hub.workspaces.sockets import SocketLimit, Sockets
+from comfymulti.hub.workspaces.sockets import Sockets
 from comfymulti.models import User
 
 log = logging.getLogger("comfymulti.hub")
@@ -72,15 +70,9 @@ async def live(websocket: WebSocket) -> None:
     hub: HubContext = websocket.app.state.hub
     sockets: Sockets = websocket.app.state.sockets
     sid = f"admin-{uuid.uuid4().hex}"
-    try:
-        if sockets.full():
-            raise SocketLimit()
-        me, credential = await identity_of(websocket, hub)
-        await require_instructor(me)
-        sockets.admit(me.id, sid, websocket, credential)
-    except (ComfyMultiError, SocketLimit):
-        await websocket.close(code=1008)
+    if (entered := await sockets.enter(websocket, hub, sid, require_instructor)) is None:
         return
+    me, _ = entered
     try:
         await websocket.accept()
         reader = asyncio.create_task(_until_closed(websocket))
@@ -101,9 +93,7 @@ async def live(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
-        sockets.unregister(me.id, sid, websocket)
-        with contextlib.suppress(Exception):
-            await websocket.close()
+        await sockets.release(me.id, sid, websocket)
 
 
 async def _until_closed(websocket: WebSocket) -> None:

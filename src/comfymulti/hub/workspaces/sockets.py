@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import WebSocket
 
+from comfymulti.errors import ComfyMultiError
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.web.access import Credential, still_valid
+from comfymulti.hub.web.access import Credential, identity_of, still_valid
+from comfymulti.models import User
 
 log = logging.getLogger("comfymulti.hub")
 
@@ -53,6 +57,30 @@ class Sockets:
             return False
         self._report(None, f"hub has {self.total} open sockets (hub.max_sockets_total)")
         return True
+
+    async def enter(self, ws: WebSocket, hub: HubContext, sid: str,
+                    check: Callable[[User], User | Awaitable[User]]
+                    ) -> tuple[User, WebSocket | None] | None:
+        """Admit a socket before its upgrade: under the caps, authenticated (with the CSRF
+        rule), and passing `check` (which returns the user or raises). Returns the user and
+        the socket this one replaces; None when refused, the handshake then answered 403."""
+        try:
+            if self.full():
+                raise SocketLimit()
+            found, credential = await identity_of(ws, hub)
+            me = check(found)
+            if inspect.isawaitable(me):
+                me = await me
+            return me, self.admit(me.id, sid, ws, credential)
+        except (ComfyMultiError, SocketLimit):
+            await ws.close(code=ENDED)
+            return None
+
+    async def release(self, user_id: int, sid: str, ws: WebSocket) -> None:
+        """A socket's handler ended: forget it and close it if it is still open."""
+        self.unregister(user_id, sid, ws)
+        with contextlib.suppress(Exception):
+            await ws.close()
 
     def admit(self, user_id: int, sid: str, ws: WebSocket,
               credential: Credential) -> WebSocket | None:

@@ -23,12 +23,11 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy import select
 
 from comfymulti.db import transaction
-from comfymulti.errors import ComfyMultiError
 from comfymulti.events import Message
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.web.access import identity_of, own_workspace
+from comfymulti.hub.web.access import own_workspace
 from comfymulti.hub.workspaces.env_api import features
-from comfymulti.hub.workspaces.sockets import SocketLimit, Sockets
+from comfymulti.hub.workspaces.sockets import Sockets
 from comfymulti.models import Job, JobEvent, User
 from comfymulti.queue.jobs import JobState
 
@@ -65,17 +64,12 @@ async def workspace_socket(websocket: WebSocket, user: str) -> None:
     sockets: Sockets = websocket.app.state.sockets
     requested = websocket.query_params.get("clientId", "")
     sid = requested if _SID.match(requested) else uuid.uuid4().hex
-    try:
-        if sockets.full():
-            raise SocketLimit()
-        found, credential = await identity_of(websocket, hub)
-        me = own_workspace(found, user)
-        replaced = sockets.admit(me.id, sid, websocket, credential)
-    except (ComfyMultiError, SocketLimit):
-        # Refused before the upgrade (HTTP 403): the frontend retries after 300 ms and polls
-        # /api/prompt meanwhile, so a refused tab still shows its queue.
-        await websocket.close(code=1008)
+    # Refused before the upgrade (HTTP 403): the frontend retries after 300 ms and polls
+    # /api/prompt meanwhile, so a refused tab still shows its queue.
+    if (entered := await sockets.enter(websocket, hub, sid,
+                                       lambda found: own_workspace(found, user))) is None:
         return
+    me, replaced = entered
     client_flags: dict[str, Any] = {}
     parts: dict[str, list[bytes]] = {}
     try:
@@ -105,9 +99,7 @@ async def workspace_socket(websocket: WebSocket, user: str) -> None:
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
-        sockets.unregister(me.id, sid, websocket)
-        with contextlib.suppress(Exception):
-            await websocket.close()
+        await sockets.release(me.id, sid, websocket)
 
 
 async def _read(websocket: WebSocket, hub: HubContext, client_flags: dict[str, Any]) -> None:
