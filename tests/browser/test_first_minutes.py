@@ -67,6 +67,16 @@ def _titles(page: Any) -> list[str]:
     return page.evaluate("window.app.graph.nodes.map(n => n.title)")
 
 
+def _first_login(page: Any, url: str, harness: Any) -> None:
+    """user002 logs in for the first time: the workspace opens on the default workflow."""
+    page.goto(url + "/")
+    page.fill("#username", "user002")
+    page.fill("#password", harness.passwords["user002"])
+    page.click("button[type=submit]")
+    page.wait_for_function("window.app && window.app.graph", timeout=60_000)
+    wait_for(lambda: "Welcome portrait" in _titles(page), timeout=30)
+
+
 def _boxes_overlap(a: dict[str, float], b: dict[str, float]) -> bool:
     return not (a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"]
                 or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"])
@@ -74,12 +84,7 @@ def _boxes_overlap(a: dict[str, float], b: dict[str, float]) -> bool:
 
 def test_first_login_default_workflow_no_gpu_badge_and_log_out(workshop, page) -> None:
     harness, url = workshop
-    page.goto(url + "/")
-    page.fill("#username", "user002")
-    page.fill("#password", harness.passwords["user002"])
-    page.click("button[type=submit]")
-    page.wait_for_function("window.app && window.app.graph", timeout=60_000)
-    wait_for(lambda: "Welcome portrait" in _titles(page), timeout=30)
+    _first_login(page, url, harness)
     # No template browser over it, and not the frontend's default graph.
     assert "CheckpointLoaderSimple" not in page.evaluate(
         "window.app.graph.nodes.map(n => n.type)")
@@ -127,12 +132,7 @@ def test_first_login_default_workflow_no_gpu_badge_and_log_out(workshop, page) -
 
 def test_template_dialog_shows_workshop_templates_with_thumbnails(workshop, page) -> None:
     harness, url = workshop
-    page.goto(url + "/")
-    page.fill("#username", "user002")
-    page.fill("#password", harness.passwords["user002"])
-    page.click("button[type=submit]")
-    page.wait_for_function("window.app && window.app.graph", timeout=60_000)
-    wait_for(lambda: "Welcome portrait" in _titles(page), timeout=30)
+    _first_login(page, url, harness)
 
     page.evaluate("window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     dialog = page.get_by_role("dialog")
