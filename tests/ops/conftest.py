@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from comfymulti.config import Settings, load_settings
+from comfymulti.ops.backup import manifest
+from comfymulti.ops.backup.manifest import Entry
 from comfymulti.ops.backup.s3 import ObjectStore
 from tests.fakes.seaweedfs import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
@@ -23,6 +25,7 @@ class R2Guard:
         self.violations: list[str] = []
         self.parts: dict[str, dict[int, int]] = defaultdict(dict)
         self.uploaded_bytes = 0
+        self.puts: list[str] = []  # keys of whole objects stored (blobs and packs)
         self.downloads = 0
 
     def attach(self, client: Any) -> None:
@@ -50,8 +53,9 @@ class R2Guard:
         self.uploaded_bytes += len(params["Body"])
 
     def record_put(self, params: dict[str, Any], **_: Any) -> None:
-        if "/blobs/" in params["Key"]:
+        if "/blobs/" in params["Key"] or "/packs/" in params["Key"]:
             self.uploaded_bytes += len(params["Body"])
+            self.puts.append(params["Key"])
 
     def check_parts(self, params: dict[str, Any], **_: Any) -> None:
         sizes = [size for _, size in sorted(self.parts[params["UploadId"]].items())]
@@ -59,8 +63,18 @@ class R2Guard:
             self.violations.append(f"unequal part sizes {sizes} for {params['Key']}")
 
     def record_get(self, params: dict[str, Any], **_: Any) -> None:
-        if "/blobs/" in params["Key"]:
+        if "/blobs/" in params["Key"] or "/packs/" in params["Key"]:
             self.downloads += 1
+
+
+def tamper(settings: Settings, set_name: str, entry: Entry, data: bytes) -> None:
+    """Replace a stored file's bytes (same length) behind the tool's back, in its blob or in
+    its pack, with an unguarded client: this write is the damage."""
+    raw = ObjectStore(settings.backup)
+    key = manifest.object_key(raw, set_name, entry)
+    stored = raw.get_bytes(key)
+    assert stored is not None and len(data) == entry.size
+    raw.put_bytes(key, stored[:entry.offset] + data + stored[entry.offset + entry.size:])
 
 
 @pytest.fixture

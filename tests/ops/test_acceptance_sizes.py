@@ -21,9 +21,7 @@ from tests.ops.test_backup import cli, do_restore, write_config
 
 MakeOps = Callable[..., tuple[Settings, ObjectStore]]
 SMALL_FILES = 5000
-# The acceptance names 300 MB; the suite uses 64 MB (13 parts: the same code paths) to stay
-# within its time budget. bench/backup.py moves 3 x 200 MB, and this test passes at 300 MB.
-BIG_BYTES = 64 * 1000 * 1000
+BIG_BYTES = 300 * 1000 * 1000
 
 
 def make_small_files(root: Path, count: int) -> None:
@@ -75,8 +73,10 @@ def test_5000_files_and_a_big_file_round_trip_and_a_rerun_uploads_nothing(
 
     first = run_backup(settings, "files", store)
     assert first.files == SMALL_FILES + 1 and first.uploaded_bytes == first.bytes
-    assert len(guard.parts) == 1 and len(next(iter(guard.parts.values()))) == -(
-        -BIG_BYTES // (5 * MIB))
+    parts = -(-BIG_BYTES // (5 * MIB))
+    assert len(guard.parts) == 1 and len(next(iter(guard.parts.values()))) == parts
+    # The small files travel in one pack (they total ~80 KB): one request, not 5,000.
+    assert [k.split("/")[2] for k in guard.puts] == ["packs"]
     guard.uploaded_bytes = 0
     second = run_backup(settings, "files", store)
     assert (second.uploaded_files, second.uploaded_bytes, guard.uploaded_bytes) == (0, 0, 0)
@@ -85,6 +85,7 @@ def test_5000_files_and_a_big_file_round_trip_and_a_rerun_uploads_nothing(
     out = tmp_path / "restored"
     assert not do_restore(settings, store, out).problems
     assert digests(out) == digests(root)
+    assert guard.downloads == 1 + parts  # the pack, and the big file's ranges
 
     # Too small from the start: refused before a byte is written, one line, exit 1.
     config = write_config(tmp_path, backup_config, root)

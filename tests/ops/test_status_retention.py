@@ -21,7 +21,7 @@ from comfymulti.errors import RemoteUnavailable
 from comfymulti.ops.backup import manifest
 from comfymulti.ops.backup.backup import run_backup
 from comfymulti.ops.backup.retention import kept_runs
-from comfymulti.ops.backup.s3 import ObjectStore
+from comfymulti.ops.backup.s3 import MIB, ObjectStore
 from comfymulti.ops.backup.verify import verify
 from tests.fakes.seaweedfs import SECRET_KEY
 from tests.ops.conftest import R2Guard
@@ -30,8 +30,15 @@ from tests.ops.test_backup import cli, do_restore, make_tree, tree_of, write_con
 MakeOps = Callable[..., tuple[Settings, ObjectStore]]
 
 
-def blobs(store: ObjectStore) -> set[str]:
-    return {k.rsplit("/", 1)[-1] for k in store.list(store.key("files", "blobs") + "/")}
+def objects(store: ObjectStore) -> set[str]:
+    """The blobs and packs stored, by name (SHA-256)."""
+    return {k.rsplit("/", 1)[-1] for folder in ("blobs", "packs")
+            for k in store.list(store.key("files", folder) + "/")}
+
+
+def named(store: ObjectStore) -> set[str]:
+    """The objects the latest run names."""
+    return {e.pack or e.sha256 for e in manifest.require(store, "files").files}
 
 
 def test_kept_runs_keeps_the_newest_of_each_hour_day_and_week() -> None:
@@ -47,22 +54,28 @@ def test_kept_runs_keeps_the_newest_of_each_hour_day_and_week() -> None:
     assert kept_runs([], "24h 7d 4w") == set()
 
 
-def test_snapshot_sets_keep_what_retention_says_and_every_blob_a_kept_run_names(
+def test_snapshot_sets_keep_what_retention_says_and_every_object_a_kept_run_names(
         tmp_path: Path, make_ops: MakeOps) -> None:
     root = tmp_path / "src"
     files = make_tree(root)
     settings, store = make_ops(root, mode="snapshot", keep="1h")
     first = run_backup(settings, "files", store)
-    (root / "a.txt").write_bytes(b"second version\n")
+    old_model = next(e.sha256 for e in manifest.require(store, "files").files
+                     if e.path == "big/model.safetensors")
+    files["a.txt"], files["big/model.safetensors"] = b"second version\n", os.urandom(6 * MIB)
+    for rel in ("a.txt", "big/model.safetensors"):
+        (root / rel).write_bytes(files[rel])
     second = run_backup(settings, "files", store)
-    # Both runs fall in this hour: "1h" keeps only the newer, and a.txt's first content goes.
+    # Both runs fall in this hour: "1h" keeps only the newer. The model's first content goes;
+    # the first pack stays, as the kept run still names the other small files in it.
     assert second.pruned is not None and second.pruned.runs_deleted == [first.run]
     assert manifest.runs(store, "files") == [second.run]
-    assert len(second.pruned.blobs_deleted) == 1 and second.pruned.bytes_freed == 6
-    assert blobs(store) == {e.sha256 for e in manifest.require(store, "files").files}
+    assert second.pruned.objects_deleted == [old_model]
+    assert second.pruned.bytes_freed == 12 * MIB
+    assert objects(store) == named(store)
     assert verify(store, "files", 4, deep=True).problems == []
     do_restore(settings, store, tmp_path / "out")
-    assert tree_of(tmp_path / "out") == {**files, "a.txt": b"second version\n"}
+    assert tree_of(tmp_path / "out") == files
 
 
 def test_mirror_sets_delete_nothing_without_prune_and_reupload_what_a_prune_removed(
@@ -74,19 +87,23 @@ def test_mirror_sets_delete_nothing_without_prune_and_reupload_what_a_prune_remo
     (root / "a.txt").write_bytes(b"second version\n")
     second = run_backup(settings, "files", store)
     assert second.pruned is None and len(manifest.runs(store, "files")) == 2
-    before = blobs(store)
+    second_pack = next(e.pack for e in manifest.require(store, "files").files
+                       if e.path == "a.txt")
+    assert second_pack in objects(store)
 
     (root / "a.txt").write_bytes(b"third\n")
     third = run_backup(settings, "files", store, prune=True)
     assert third.pruned is not None
     assert third.pruned.runs_deleted == [first.run, second.run]
-    assert len(third.pruned.blobs_deleted) == 2 and blobs(store) < before | blobs(store)
+    # The second run's pack held only a.txt's second version, which no kept run names.
+    assert third.pruned.objects_deleted == [second_pack] and third.pruned.bytes_freed == 15
+    assert objects(store) == named(store)
     assert verify(store, "files", 4, deep=True).problems == []
 
-    (root / "a.txt").write_bytes(b"alpha\n")  # the first content again: its blob was pruned
+    (root / "a.txt").write_bytes(b"second version\n")  # a content whose pack was pruned
     guard.uploaded_bytes = 0
     fourth = run_backup(settings, "files", store)
-    assert (fourth.uploaded_files, guard.uploaded_bytes) == (1, 6)
+    assert (fourth.uploaded_files, guard.uploaded_bytes) == (1, 15)
     assert verify(store, "files", 4, deep=True).problems == []
 
 

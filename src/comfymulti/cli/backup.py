@@ -22,8 +22,8 @@ SetArgument = Annotated[str, typer.Argument(help="Backup set ([backup.sets.NAME]
 def backup_run(
     name: SetArgument,
     prune: Annotated[bool, typer.Option(
-        help="Also delete older runs, and blobs only they name (mirror sets; snapshot sets "
-        "always apply their retention).")] = False,
+        help="Also delete older runs, and the stored objects only they name (mirror sets; "
+        "snapshot sets always apply their retention).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Back up a set: upload what changed, then write the run's manifest."""
@@ -34,7 +34,7 @@ def backup_run(
     with transfer_bar(f"backup {name}", as_json) as bar:
         r = run_backup(cfg, name, ObjectStore(cfg.backup), bar, prune)
     missing = f"; not found: {', '.join(r.missing)}" if r.missing else ""
-    pruned = (f"; pruned {len(r.pruned.runs_deleted)} run(s), {len(r.pruned.blobs_deleted)} "
+    pruned = (f"; pruned {len(r.pruned.runs_deleted)} run(s), {len(r.pruned.objects_deleted)} "
               f"object(s), {r.pruned.bytes_freed} bytes" if r.pruned else "")
     print_report(r, as_json, f"{name}: run {r.run}: {r.files} files, {r.bytes} bytes; "
                   f"uploaded {r.uploaded_files} files, {r.uploaded_bytes} bytes{missing}{pruned}")

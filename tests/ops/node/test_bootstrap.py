@@ -14,10 +14,9 @@ import pytest
 
 from comfymulti.errors import NodeError
 from comfymulti.ops.backup import manifest
-from comfymulti.ops.backup.s3 import ObjectStore
 from comfymulti.ops.node.bootstrap import STEPS, bootstrap
 from tests.conftest import HubHarness, LiveServer, free_port
-from tests.ops.conftest import R2Guard
+from tests.ops.conftest import R2Guard, tamper
 from tests.ops.node.conftest import HOST_KEY, IDENTITY, MODELS, TOKEN, Rig
 
 MakeRig = Callable[..., Rig]
@@ -50,7 +49,7 @@ def test_identity_comes_back_before_any_unit_models_come_from_the_sfs_and_a_reru
                      "enable --now comfymulti-worker.service identity=yes"]
     models = next(s for s in report.steps if s.name == "models")
     assert not models.changed and "bytes from the backup" not in models.outcome
-    assert guard.downloads == 2  # the two identity files; no model
+    assert guard.downloads == 1  # the pack of the two identity files; no model
     assert report.downloaded_bytes == IDENTITY_BYTES
     assert all((Path(rig.node.scratch_mount) / d).is_dir() for d in ("input", "output", "temp"))
     paths = json.loads((rig.settings.data_dir / "extra_model_paths.yaml").read_text())
@@ -78,7 +77,7 @@ def test_a_model_missing_from_the_sfs_is_the_only_download(
     report = bootstrap(rig.settings, rig.node, rig.config, rig.store)
 
     step = next(s for s in report.steps if s.name == "models")
-    assert step.changed and guard.downloads == 2 + 1
+    assert step.changed and guard.downloads == 1 + 1  # identity, and the model's pack
     assert report.downloaded_bytes == IDENTITY_BYTES + len(MODELS[STYLE])
     target = rig.node.models_path
     assert {rel: (target / rel).read_bytes() for rel in MODELS} == MODELS
@@ -90,9 +89,8 @@ def test_a_model_missing_from_the_sfs_is_the_only_download(
 def test_a_failed_step_stops_the_run_with_its_name_and_a_rerun_resumes(
         make_rig: MakeRig, guard: R2Guard) -> None:
     rig = make_rig()
-    raw = ObjectStore(rig.settings.backup)  # unguarded: this write is the damage
-    entry = next(e for e in manifest.require(raw, "models").files if e.path == STYLE)
-    raw.put_bytes(manifest.blob_key(raw, "models", entry.sha256), b"x" * entry.size)
+    entry = next(e for e in manifest.require(rig.store, "models").files if e.path == STYLE)
+    tamper(rig.settings, "models", entry, b"x" * entry.size)
     (rig.sfs / "models" / STYLE).unlink()
 
     with pytest.raises(NodeError, match=r"stopped at step 'models': .*loras/style\.safetensors"):

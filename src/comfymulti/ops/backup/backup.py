@@ -1,12 +1,14 @@
 """`backup run`: hash what changed, upload what the destination lacks, then write the manifest.
 
-Hashing and uploads run on `concurrency` threads, one part in memory each; the cache and the
-manifest are touched only by the calling thread.
+Big files are hashed and uploaded on `concurrency` threads, one part in memory each; small ones
+are read on the calling thread into packs (see packs.py) that those threads store. The cache and
+the manifest are touched only by the calling thread.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -17,10 +19,11 @@ from pathlib import Path
 from comfymulti import backup_status
 from comfymulti.config import BackupMode, BackupSet, Settings
 from comfymulti.errors import ComfyMultiError, Conflict, IntegrityError, NotFound, StorageError
-from comfymulti.ops.backup import manifest, retention
-from comfymulti.ops.backup.cache import Cache, sha256_file, sha256_parts
+from comfymulti.ops.backup import manifest, packs, retention
+from comfymulti.ops.backup.cache import Cache, Stored, sha256_file, sha256_parts
 from comfymulti.ops.backup.journal import Journal
 from comfymulti.ops.backup.manifest import Entry, Manifest
+from comfymulti.ops.backup.packs import Pack, Packer
 from comfymulti.ops.backup.retention import PruneReport
 from comfymulti.ops.backup.s3 import ObjectStore, Progress, no_progress
 from comfymulti.ops.backup.sources import SourceFile, collect, get_set
@@ -43,7 +46,7 @@ class BackupReport:
 class _Done:
     source: SourceFile
     sha256: str
-    etag: str
+    where: Stored
     hashed: bool
     uploaded: bool
 
@@ -65,7 +68,7 @@ class _Job:
 
     store: ObjectStore
     set_name: str
-    stored: dict[str, str]  # sha256 -> ETag the destination holds
+    stored: dict[str, Stored]  # sha256 -> where the destination holds it
     journal: Journal
     progress: Progress
 
@@ -82,16 +85,31 @@ def _store_one(job: _Job, src: SourceFile, sha256: str | None) -> _Done:
     uploaded = sha not in job.stored
     if uploaded:
         key = manifest.blob_key(job.store, job.set_name, sha)
-        etag = job.store.upload_file(key, src.read_from, sha, job.journal, job.progress,
-                                     part_sums)
+        where = Stored(job.store.upload_file(key, src.read_from, sha, job.journal,
+                                             job.progress, part_sums))
     else:
-        etag = job.stored[sha]
+        where = job.stored[sha]
         job.progress(src.size)
-    if (hashed or uploaded) and not src.staged:
-        st = src.read_from.stat()
-        if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
-            raise IntegrityError(f"{src.rel}: changed while being backed up")
-    return _Done(src, sha, etag, hashed, uploaded)
+    if hashed or uploaded:
+        _check_unchanged(src)
+    return _Done(src, sha, where, hashed, uploaded)
+
+
+def _check_unchanged(src: SourceFile) -> None:
+    """The bytes stored are the file as collected: a write since then fails the file."""
+    if src.staged:
+        return
+    st = src.read_from.stat()
+    if (st.st_size, st.st_mtime_ns) != (src.size, src.mtime_ns):
+        raise IntegrityError(f"{src.rel}: changed while being backed up")
+
+
+def _read_small(src: SourceFile) -> bytes:
+    data = src.read_from.read_bytes()
+    if len(data) != src.size:
+        raise IntegrityError(f"{src.rel}: changed while being backed up")
+    _check_unchanged(src)
+    return data
 
 
 def run_backup(settings: Settings, set_name: str, store: ObjectStore,
@@ -136,7 +154,7 @@ def _prune(settings: Settings, backup_set: BackupSet, store: ObjectStore, set_na
     found = retention.prune(store, set_name, backup_set, settings.backup.concurrency)
     cache = Cache(settings.backup_cache_dir / "cache.sqlite")
     try:
-        cache.forget_stored(destination(store, set_name), found.blobs_deleted)
+        cache.forget_stored(destination(store, set_name), found.objects_deleted)
     finally:
         cache.close()
     return found
@@ -157,22 +175,23 @@ def _back_up(settings: Settings, backup_set: BackupSet, store: ObjectStore, repo
         dest = destination(store, set_name)
         stored = cache.stored(dest)
         if (previous := manifest.read(store, set_name)) is not None:
-            stored.update({e.sha256: e.etag for e in previous.files})
+            stored.update({e.sha256: e.stored for e in previous.files})
         told = progress(sum(s.size for s in sources)) if progress else no_progress
         job = _Job(store, set_name, stored, journal, told)
         done = _transfer(job, sources, cache, settings.backup.concurrency)
         entries = []
-        for item in done:
-            src = item.source
-            if item.hashed and not src.staged:
-                cache.remember_hash(src.read_from, src.size, src.mtime_ns, item.sha256)
-            if item.uploaded:
-                cache.remember_stored(dest, item.sha256, item.etag)
-                report.uploaded_files += 1
-                report.uploaded_bytes += src.size
-            report.hashed_files += item.hashed
-            entries.append(Entry(src.rel, src.size, src.mtime_ns, src.mode, item.sha256,
-                                 item.etag))
+        with cache.batch():
+            for item in done:
+                src, where = item.source, item.where
+                if item.hashed and not src.staged:
+                    cache.remember_hash(src.read_from, src.size, src.mtime_ns, item.sha256)
+                if item.uploaded:
+                    cache.remember_stored(dest, item.sha256, where)
+                    report.uploaded_files += 1
+                    report.uploaded_bytes += src.size
+                report.hashed_files += item.hashed
+                entries.append(Entry(src.rel, src.size, src.mtime_ns, src.mode, item.sha256,
+                                     where.etag, where.pack, where.offset))
     finally:
         journal.close()
         cache.close()
@@ -183,31 +202,58 @@ def _back_up(settings: Settings, backup_set: BackupSet, store: ObjectStore, repo
 
 def _transfer(job: _Job, sources: list[SourceFile], cache: Cache, concurrency: int
               ) -> list[_Done]:
-    """Hash and upload on threads. A file that fails is named; a destination that fails stops
-    the run at once."""
+    """Hash and upload: big files on threads, small ones packed. A file that fails is named; a
+    destination that fails stops the run at once."""
     failures: list[str] = []
     results: list[_Done] = []
     known = cache.all_hashes()
-    work = []
+    big, small = [], []
     for src in sources:
         sha = None if src.staged else known.get((str(src.read_from), src.size, src.mtime_ns))
-        if sha is not None and sha in job.stored:  # unchanged and stored: no thread needed
+        if sha is not None and sha in job.stored:  # unchanged and stored: nothing to do
             job.progress(src.size)
             results.append(_Done(src, sha, job.stored[sha], False, False))
         else:
-            work.append((src, sha))
+            (small if src.size <= packs.MEMBER_MAX else big).append((src, sha))
     with ThreadPoolExecutor(concurrency, thread_name_prefix="backup") as pool:
-        futures = [pool.submit(_store_one, job, src, sha) for src, sha in work]
-        for future in as_completed(futures):
-            try:
-                results.append(future.result())
-            except (IntegrityError, OSError) as exc:
-                failures.append(str(exc))
-            except BaseException:
-                for other in futures:
-                    other.cancel()
-                raise
+        futures = [pool.submit(_store_one, job, src, sha) for src, sha in big]
+        packer = Packer(job.store, job.set_name, pool, concurrency, job.progress)
+        try:
+            placed = _pack(job, packer, small, results, failures)
+            for future in as_completed(futures):
+                try:
+                    results.append(future.result())
+                except (IntegrityError, OSError) as exc:
+                    failures.append(str(exc))
+            results += [_Done(src, sha, pack.stored(offset), hashed, True)
+                        for src, sha, hashed, pack, offset in placed]
+        except BaseException:
+            for other in [*futures, *(p.future for p in packer.packs if p.future)]:
+                other.cancel()
+            raise
     if failures:
         raise StorageError(f"backup {job.set_name!r}: {len(failures)} file(s) not stored, no "
                            f"manifest written; first: {failures[0]}")
     return results
+
+
+def _pack(job: _Job, packer: Packer, small: list[tuple[SourceFile, str | None]],
+          results: list[_Done], failures: list[str]
+          ) -> list[tuple[SourceFile, str, bool, Pack, int]]:
+    """Read each small file once (on this thread: a few syscalls each), store what the
+    destination lacks in packs; returns (file, SHA-256, hashed, pack, offset) of the packed."""
+    placed = []
+    for src, known in small:
+        try:
+            data = _read_small(src)
+        except (IntegrityError, OSError) as exc:
+            failures.append(str(exc))
+            continue
+        sha = hashlib.sha256(data).hexdigest()
+        if sha in job.stored:
+            job.progress(src.size)
+            results.append(_Done(src, sha, job.stored[sha], sha != known, False))
+        else:
+            placed.append((src, sha, sha != known, *packer.place(sha, data)))
+    packer.flush()
+    return placed

@@ -1,8 +1,9 @@
 """`restore SET --to DIR [--tier DIR ...]`: recreate a set's root in DIR from the cheapest source.
 
 For each file: keep a local copy that already matches the manifest; else copy from the first
-tier folder (e.g. the provider's shared file system) holding a matching copy; else download.
-Every copy is hashed while it is written and renamed into place only if it matches.
+tier folder (e.g. the provider's shared file system) holding a matching copy; else download (a
+big file by parallel ranges, small ones with the rest of their pack in one request). Every copy
+is hashed while it is written and renamed into place only if it matches.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import errno
 import hashlib
 import os
 import shutil
+from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from comfymulti.errors import IntegrityError, RemoteUnavailable, StorageError
-from comfymulti.ops.backup import manifest
+from comfymulti.ops.backup import manifest, packs
 from comfymulti.ops.backup.cache import Cache, sha256_file
 from comfymulti.ops.backup.journal import Journal
 from comfymulti.ops.backup.manifest import Entry
@@ -26,7 +29,9 @@ from comfymulti.ops.backup.s3 import ObjectStore, Progress, no_progress
 
 LOCAL = "local"
 REMOTE = "remote"
+PACKED = "packed"
 _CHUNK = 1024 * 1024
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -41,7 +46,7 @@ class RestoreReport:
 @dataclass(frozen=True)
 class _Result:
     entry: Entry
-    source: str
+    source: str  # LOCAL, a tier, REMOTE; or PACKED: still to fetch with its pack
     hashes: dict[Path, str]  # files hashed on the way, for the cache
 
 
@@ -83,7 +88,7 @@ class _Job:
 
 
 def _fetch(job: _Job, entry: Entry, tmp: Path) -> str:
-    """Download into tmp; a big object by parallel ranges, resuming a tmp left by a kill."""
+    """Download a blob into tmp; a big one by parallel ranges, resuming a tmp left by a kill."""
     key = manifest.blob_key(job.store, job.set_name, entry.sha256)
     if entry.size <= job.store.part_size:
         with tmp.open("wb") as out:
@@ -93,28 +98,17 @@ def _fetch(job: _Job, entry: Entry, tmp: Path) -> str:
 
 
 def _forget_ranges(job: _Job, entry: Entry, tmp: Path) -> None:
-    if entry.size > job.store.part_size:  # only ranged downloads are journaled
-        job.journal.end_download(tmp)
+    if not entry.pack and entry.size > job.store.part_size:  # only ranged downloads are
+        job.journal.end_download(tmp)                         # journaled
 
 
-def _restore_one(job: _Job, entry: Entry, dest: Path, known: dict[Path, str | None]) -> _Result:
-    hashes: dict[Path, str] = {}
-    if _matches(dest, entry, known, hashes):
-        job.progress(entry.size)
-        return _Result(entry, LOCAL, hashes)
+def _place(job: _Job, entry: Entry, dest: Path, source: str, fill: Callable[[Path], str]
+           ) -> _Result:
+    """fill(tmp) writes the content and returns its SHA-256; only a match is renamed to dest,
+    with the manifest's mode and mtime."""
     tmp = dest.with_name(f".{dest.name}.{entry.sha256[:16]}.restoring")  # found again on resume
     try:
-        source = REMOTE
-        for tier in job.tiers:
-            candidate = _target(tier, entry)
-            if _matches(candidate, entry, known, hashes):
-                source = str(tier)
-                with candidate.open("rb") as src, tmp.open("wb") as out:
-                    sha = _copy_hashing(src, out, job.progress)
-                break
-        else:
-            sha = _fetch(job, entry, tmp)
-        if sha != entry.sha256:
+        if fill(tmp) != entry.sha256:
             where = "the stored copy" if source == REMOTE else f"the copy in {source}"
             raise IntegrityError(f"{entry.path}: {where} does not match the manifest's SHA-256; "
                                  "refused")
@@ -131,8 +125,47 @@ def _restore_one(job: _Job, entry: Entry, dest: Path, known: dict[Path, str | No
                                "free space (or restore --to another disk) and rerun") from exc
         raise
     _forget_ranges(job, entry, tmp)
-    hashes[dest] = entry.sha256
-    return _Result(entry, source, hashes)
+    return _Result(entry, source, {dest: entry.sha256})
+
+
+def _restore_one(job: _Job, entry: Entry, dest: Path, known: dict[Path, str | None]) -> _Result:
+    """From a matching local copy, a tier's copy or the file's own blob; a packed file no copy
+    holds is left PACKED, to come with the rest of its pack."""
+    hashes: dict[Path, str] = {}
+    if _matches(dest, entry, known, hashes):
+        job.progress(entry.size)
+        return _Result(entry, LOCAL, hashes)
+    for tier in job.tiers:
+        candidate = _target(tier, entry)
+        if _matches(candidate, entry, known, hashes):
+            def copy(tmp: Path, candidate: Path = candidate) -> str:
+                with candidate.open("rb") as src, tmp.open("wb") as out:
+                    return _copy_hashing(src, out, job.progress)
+            placed = _place(job, entry, dest, str(tier), copy)
+            return _Result(entry, placed.source, {**hashes, **placed.hashes})
+    if entry.pack:
+        return _Result(entry, PACKED, hashes)
+    placed = _place(job, entry, dest, REMOTE, lambda tmp: _fetch(job, entry, tmp))
+    return _Result(entry, REMOTE, {**hashes, **placed.hashes})
+
+
+def _restore_pack(job: _Job, items: list[tuple[Entry, Path]]) -> tuple[list[_Result], list[str]]:
+    """The files of one pack that no copy holds, from one ranged GET; (placed, problems)."""
+    def write(data: bytes) -> Callable[[Path], str]:
+        def fill(tmp: Path) -> str:
+            tmp.write_bytes(data)
+            job.progress(len(data))
+            return hashlib.sha256(data).hexdigest()
+        return fill
+
+    placed, problems = [], []
+    fetched = packs.members(job.store, job.set_name, [entry for entry, _ in items])
+    for (entry, data), (_, dest) in zip(fetched, items, strict=True):
+        try:
+            placed.append(_place(job, entry, dest, REMOTE, write(data)))
+        except (IntegrityError, OSError) as exc:
+            problems.append(str(exc))
+    return placed, problems
 
 
 def _known_hashes(cache: Cache, paths: list[Path], entry: Entry) -> dict[Path, str | None]:
@@ -176,28 +209,38 @@ def restore(store: ObjectStore, set_name: str, to: Path, cache: Cache, concurren
     journal = Journal(cache.path)
     told = progress(sum(e.size for e, _, _ in jobs)) if progress else no_progress
     job = _Job(store, set_name, tiers, journal, told)
+    hashed: dict[Path, str] = {}
+    pending: dict[str, list[tuple[Entry, Path]]] = defaultdict(list)
+
+    def record(result: _Result) -> None:
+        hashed.update(result.hashes)
+        if result.source == PACKED:
+            pending[result.entry.pack].append((result.entry, _target(to, result.entry)))
+        else:
+            sizes = report.bytes_from
+            sizes[result.source] = sizes.get(result.source, 0) + result.entry.size
+
+    def record_pack(done: tuple[list[_Result], list[str]]) -> None:
+        for result in done[0]:
+            record(result)
+        report.problems.extend(done[1])
+
     try:
         with ThreadPoolExecutor(concurrency, thread_name_prefix="restore") as pool:
-            futures = [pool.submit(_restore_one, job, entry, dest, known)
-                       for entry, dest, known in jobs]
-            try:
-                for future in as_completed(futures):
-                    try:
-                        result = future.result()
-                    except (IntegrityError, OSError) as exc:
-                        report.problems.append(str(exc))
-                        continue
-                    size = report.bytes_from.get(result.source, 0) + result.entry.size
-                    report.bytes_from[result.source] = size
-                    for path, sha in result.hashes.items():
-                        st = path.stat()
-                        cache.remember_hash(path, st.st_size, st.st_mtime_ns, sha)
-            except BaseException:
-                for other in futures:
-                    other.cancel()
-                raise
+            # First every copy that can be used, and every blob; then each pack once, for the
+            # packed files no copy holds.
+            first = []
+            for entry, dest, known in jobs:
+                if entry.pack and not known:  # no copy anywhere: no thread needed
+                    record(_Result(entry, PACKED, {}))
+                else:
+                    first.append(pool.submit(_restore_one, job, entry, dest, known))
+            _collect(first, record, report)
+            _collect([pool.submit(_restore_pack, job, items) for items in pending.values()],
+                     record_pack, report)
     finally:
         journal.close()
+        _remember(cache, hashed)
     report.problems.sort()
     return report
 
@@ -210,3 +253,31 @@ def _check_space(to: Path, needed: list[tuple[Entry, Path]]) -> None:
     if total > free:
         raise StorageError(f"not enough free space in {to}: {total} bytes to restore, "
                            f"{free} free")
+
+
+def _collect(futures: list[Future[_T]], record: Callable[[_T], None],
+             report: RestoreReport) -> None:
+    """Each result as it comes, recorded; a failed file is a problem in the report; anything
+    else (a full disk, an unreachable store) cancels the rest and stops the restore."""
+    try:
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except (IntegrityError, OSError) as exc:
+                report.problems.append(str(exc))
+                continue
+            record(result)
+    except BaseException:
+        for other in futures:
+            other.cancel()
+        raise
+
+
+def _remember(cache: Cache, hashed: dict[Path, str]) -> None:
+    """The restored (and hashed) files' SHA-256s, in one transaction: a later backup or
+    restore need not read them again."""
+    with cache.batch():
+        for path, sha in hashed.items():
+            with suppress(OSError):
+                st = path.stat()
+                cache.remember_hash(path, st.st_size, st.st_mtime_ns, sha)

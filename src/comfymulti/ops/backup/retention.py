@@ -1,5 +1,6 @@
-"""Which runs a set keeps, and deleting the rest: manifests first, then every blob that no kept
-manifest names (so a kept run is always restorable, and a crash half-way only leaves garbage).
+"""Which runs a set keeps, and deleting the rest: manifests first, then every blob and pack that
+no kept manifest names (so a kept run is always restorable, and a crash half-way only leaves
+garbage).
 
 Snapshot sets keep the newest run of each of the last N hours, days and ISO weeks (`keep`,
 e.g. "24h 7d 4w"); mirror sets keep only the latest run, and only when asked (--prune).
@@ -26,7 +27,7 @@ _PERIOD: dict[str, Callable[[datetime], tuple[int, ...]]] = {
 @dataclass
 class PruneReport:
     runs_deleted: list[str] = field(default_factory=list)
-    blobs_deleted: list[str] = field(default_factory=list)  # SHA-256s
+    objects_deleted: list[str] = field(default_factory=list)  # blobs and packs, by SHA-256
     bytes_freed: int = 0
 
 
@@ -54,7 +55,7 @@ def kept_runs(runs: list[str], keep: str) -> set[str]:
 
 def prune(store: ObjectStore, set_name: str, backup_set: BackupSet, concurrency: int
           ) -> PruneReport:
-    """Delete the runs the set does not keep, then the blobs only they named."""
+    """Delete the runs the set does not keep, then the blobs and packs only they named."""
     runs = manifest.runs(store, set_name)
     latest = manifest.require(store, set_name)
     if backup_set.mode == BackupMode.SNAPSHOT:
@@ -65,12 +66,12 @@ def prune(store: ObjectStore, set_name: str, backup_set: BackupSet, concurrency:
     with ThreadPoolExecutor(concurrency, thread_name_prefix="prune") as pool:
         manifests = list(pool.map(lambda r: manifest.require(store, set_name, r),
                                   sorted(kept - {latest.run})))
-    referenced = {e.sha256 for m in [latest, *manifests] for e in m.files}
+    referenced = {e.pack or e.sha256 for m in [latest, *manifests] for e in m.files}
     manifest.delete_runs(store, set_name, report.runs_deleted)
-    folder = store.key(set_name, "blobs") + "/"
-    unused = {key: size for key, size in store.list(folder).items()
+    unused = {key: size for folder in ("blobs", "packs")
+              for key, size in store.list(store.key(set_name, folder) + "/").items()
               if key.rsplit("/", 1)[-1] not in referenced}
     store.delete(sorted(unused))
-    report.blobs_deleted = sorted(k.rsplit("/", 1)[-1] for k in unused)
+    report.objects_deleted = sorted(k.rsplit("/", 1)[-1] for k in unused)
     report.bytes_freed = sum(unused.values())
     return report
