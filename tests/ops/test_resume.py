@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,19 @@ def big_file(root: Path) -> bytes:
     return data
 
 
+def settled_parts(store: ObjectStore, key: str, upload_id: str) -> set[int]:
+    """The parts the server holds once the killed client's last requests are done with (a
+    part fully sent before the kill may still be landing)."""
+    seen: list[set[int]] = []
+    for _ in range(60):
+        seen.append({p["PartNumber"] for p in store.client.list_parts(
+            Bucket=store.bucket, Key=key, UploadId=upload_id).get("Parts", [])})
+        if len(seen) >= 4 and seen[-4] == seen[-1]:  # unchanged for 1.5 s
+            return seen[-1]
+        time.sleep(0.5)
+    raise AssertionError(f"the server's parts kept changing: {seen}")
+
+
 def test_a_multipart_upload_killed_9_resumes_without_resending_stored_parts(
         tmp_path: Path, make_ops: MakeOps, backup_config: dict[str, Any],
         guard: R2Guard) -> None:
@@ -60,8 +74,7 @@ def test_a_multipart_upload_killed_9_resumes_without_resending_stored_parts(
     uploads = store.client.list_multipart_uploads(Bucket=store.bucket)["Uploads"]
     assert len(uploads) == 1
     upload_id = uploads[0]["UploadId"]
-    stored = {p["PartNumber"] for p in store.client.list_parts(
-        Bucket=store.bucket, Key=uploads[0]["Key"], UploadId=upload_id)["Parts"]}
+    stored = settled_parts(store, uploads[0]["Key"], upload_id)
     assert 3 <= len(stored) < PARTS + 1
     assert manifest.read(store, "files") is None  # the killed run claimed nothing
 

@@ -1,8 +1,8 @@
 """`backup run`: hash what changed, upload what the destination lacks, then write the manifest.
 
-Big files are hashed and uploaded on `concurrency` threads, one part in memory each; small ones
-are read on the calling thread into packs (see packs.py) that those threads store. The cache and
-the manifest are touched only by the calling thread.
+Big files are hashed and uploaded on `concurrency` threads; small ones are read on the calling
+thread into packs (see packs.py). Parts and packs share the store's `concurrency` part-sized
+slots of memory. The cache and the manifest are touched only by the calling thread.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def _transfer(job: _Job, sources: list[SourceFile], cache: Cache, concurrency: i
             (small if src.size <= packs.MEMBER_MAX else big).append((src, sha))
     with ThreadPoolExecutor(concurrency, thread_name_prefix="backup") as pool:
         futures = [pool.submit(_store_one, job, src, sha) for src, sha in big]
-        packer = Packer(job.store, job.set_name, pool, concurrency, job.progress)
+        packer = Packer(job.store, job.set_name, job.progress)
         try:
             placed = _pack(job, packer, small, results, failures)
             for future in as_completed(futures):
@@ -228,7 +228,7 @@ def _transfer(job: _Job, sources: list[SourceFile], cache: Cache, concurrency: i
             results += [_Done(src, sha, pack.stored(offset), hashed, True)
                         for src, sha, hashed, pack, offset in placed]
         except BaseException:
-            for other in [*futures, *(p.future for p in packer.packs if p.future)]:
+            for other in futures:  # packs already sent finish on their own
                 other.cancel()
             raise
     if failures:

@@ -10,9 +10,8 @@ name the one file that is wrong.
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from comfymulti.ops.backup.cache import Stored
@@ -24,31 +23,28 @@ MEMBER_MAX = MIB  # files up to this size are packed; above it a request's cost 
 
 @dataclass
 class Pack:
-    """One pack being filled, then stored; `future` gives its (SHA-256, ETag) once stored."""
+    """One pack being filled, then stored under its SHA-256; `future` gives its ETag."""
 
     buffer: bytearray = field(default_factory=bytearray)
-    future: Future[tuple[str, str]] | None = None
+    sha256: str = ""
+    future: Future[str] | None = None
 
     def stored(self, offset: int) -> Stored:
         """Where a member placed at offset lives (waits for the upload)."""
         assert self.future is not None
-        sha, etag = self.future.result()
-        return Stored(etag, sha, offset)
+        return Stored(self.future.result(), self.sha256, offset)
 
 
 class Packer:
-    """Fills packs on the calling thread and stores each full one on `pool`. At most `limit`
-    packs exist at once, so memory stays below limit x part size however many files there are.
-    """
+    """Fills packs on the calling thread; each full one is stored on the store's part threads.
+    A pack being filled or sent holds one of the store's part-sized slots, so packs and big
+    files' parts together stay within concurrency x part size of memory."""
 
-    def __init__(self, store: ObjectStore, set_name: str, pool: Executor, limit: int,
-                 progress: Progress) -> None:
+    def __init__(self, store: ObjectStore, set_name: str, progress: Progress) -> None:
         self.store = store
         self.set_name = set_name
-        self.pool = pool
         self.progress = progress
         self.packs: list[Pack] = []
-        self._slots = threading.BoundedSemaphore(limit)
         self._placed: dict[str, tuple[Pack, int]] = {}  # sha256 -> (pack, offset)
         self._open: Pack | None = None
 
@@ -62,7 +58,7 @@ class Packer:
             self._send(pack)
             pack = None
         if pack is None:
-            self._slots.acquire()  # released when the pack is stored (or fails)
+            self.store.take_slot()  # given back once the pack is stored (or failed)
             pack = self._open = Pack()
             self.packs.append(pack)
         self._placed[sha256] = (pack, len(pack.buffer))
@@ -76,18 +72,11 @@ class Packer:
 
     def _send(self, pack: Pack) -> None:
         self._open = None
-        pack.future = self.pool.submit(self._store, pack)
-
-    def _store(self, pack: Pack) -> tuple[str, str]:
-        try:
-            data = bytes(pack.buffer)
-            pack.buffer = bytearray()
-            sha = hashlib.sha256(data).hexdigest()
-            etag = self.store.put_bytes(pack_key(self.store, self.set_name, sha), data)
-        finally:
-            self._slots.release()
-        self.progress(len(data))
-        return sha, etag
+        data, pack.buffer = bytes(pack.buffer), bytearray()
+        pack.sha256, size = hashlib.sha256(data).hexdigest(), len(data)
+        pack.future = self.store.put_later(pack_key(self.store, self.set_name, pack.sha256),
+                                           data)
+        pack.future.add_done_callback(lambda _: self.progress(size))
 
 
 def members(store: ObjectStore, set_name: str, entries: list[Entry]

@@ -179,6 +179,20 @@ class ObjectStore:
                     return None
                 raise
 
+    def take_slot(self) -> None:
+        """Wait for one of the `concurrency` part-sized buffers; `put_later` gives it back."""
+        self._slots.acquire()
+
+    def put_later(self, key: str, data: bytes) -> Future[str]:
+        """PUT data (held in a slot taken by take_slot) on a part thread, which never waits
+        for a slot itself, so producers waiting for slots cannot starve it. Gives the ETag."""
+        def put() -> str:
+            try:
+                return self.put_bytes(key, data)
+            finally:
+                self._slots.release()
+        return self._parts.submit(put)
+
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """length bytes of an object from start on, in one request (members of a pack)."""
         if length == 0:
