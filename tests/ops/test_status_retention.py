@@ -114,6 +114,16 @@ def status_config(tmp_path: Path, backup_config: dict[str, Any], root: Path, **e
     return config
 
 
+def test_status_without_a_destination_says_nothing_is_backed_up_in_one_line(
+        tmp_path: Path) -> None:
+    config = tmp_path / "comfymulti.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    r = cli(config, "backup", "status")
+    assert r.returncode == 2 and r.stdout == "", r
+    assert r.stderr.startswith("error: no backup destination is set, so nothing is backed up")
+    assert r.stderr.count("\n") == 1 and "backup.endpoint_url" in r.stderr
+
+
 def test_status_reports_each_set_and_fails_when_a_scheduled_set_is_overdue(
         tmp_path: Path, backup_config: dict[str, Any], make_ops: MakeOps) -> None:
     root = tmp_path / "src"

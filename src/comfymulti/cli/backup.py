@@ -61,9 +61,14 @@ def backup_status_cmd(as_json: JsonOption = False) -> None:
 
     Read from this host's records (DATA_DIR/backup-status), not from the storage."""
     from comfymulti import backup_status
-    from comfymulti.errors import ComfyMultiError
+    from comfymulti.errors import ComfyMultiError, ConfigError
 
     cfg = settings()
+    if not (cfg.backup.endpoint_url and cfg.backup.bucket):
+        raise ConfigError("no backup destination is set, so nothing is backed up: set "
+                          "backup.endpoint_url and backup.bucket in the config file (`comfymulti "
+                          "init` writes them, commented), then `comfymulti backup install-timer "
+                          "user-files --every 1h`")
     now = time.time()
     report = StatusReport()
     table = Table("set", "schedule", "last success", "run", "files", "bytes", "error")
