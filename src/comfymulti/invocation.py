@@ -59,10 +59,10 @@ def require_database(database_file: Path | None) -> None:
             "'comfymulti init DIR'")
 
 
-def own_command() -> str:
+def own_command() -> list[str]:
     """How to run this install's `comfymulti` (its console script, else `python -m`)."""
     script = Path(sys.executable).parent / "comfymulti"
-    return str(script) if script.is_file() else f"{sys.executable} -m comfymulti"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "comfymulti"]
 
 
 def refuse_root_in_service_folder(folder: Path) -> None:
@@ -80,6 +80,6 @@ def refuse_root_in_service_folder(folder: Path) -> None:
         name = pwd.getpwuid(owner).pw_name
     except KeyError:
         name = str(owner)
-    again = shlex.join([own_command(), *sys.argv[1:]]) if sys.argv[1:] else own_command()
+    again = shlex.join([*own_command(), *sys.argv[1:]])
     raise ConfigError(f"{existing} belongs to {name}: run this as {name} so the hub can use "
                       f"what it writes: runuser -u {name} -- {again}")

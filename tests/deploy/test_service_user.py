@@ -138,7 +138,7 @@ def test_generated_units_pass_systemd_analyze_verify(service_user: str, srv: Pat
     hub_unit = units[0].read_text()
     assert f"Environment=COMFYMULTI_CONFIG={config}" in hub_unit
     assert f"ReadWritePaths={site / 'data'}" in hub_unit and f"User={service_user}" in hub_unit
-    assert "worker --hub https://hub.example.org" in units[1].read_text()
+    assert '"worker" "--hub" "https://hub.example.org"' in units[1].read_text()
     verify = subprocess.run([require("systemd-analyze"), "verify", *map(str, units)],
                             capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr

@@ -23,7 +23,7 @@ def test_install_timer_writes_units_systemd_verifies(
     service = units / "comfymulti-backup-files.service"
     timer = units / "comfymulti-backup-files.timer"
     text = service.read_text()
-    assert f"--config {config} backup run files" in text
+    assert f'"--config" "{config}" "backup" "run" "files"' in text
     assert backup_config["secret_access_key"] not in text + timer.read_text()
     assert "OnUnitActiveSec=1h" in timer.read_text()
     check = subprocess.run(["systemd-analyze", "verify", "--man=no", str(service), str(timer)],

@@ -11,6 +11,7 @@ import shlex
 
 from comfymulti.config import duration_seconds
 from comfymulti.errors import InvalidInput
+from comfymulti.ops.unitfiles import command_line
 
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -37,7 +38,7 @@ After=network-online.target
 [Service]
 Type=oneshot
 EnvironmentFile=-{env_file}
-ExecStart={shlex.join(command)}
+ExecStart={command_line(*command)}
 Nice=10
 IOSchedulingClass=idle
 """

@@ -70,6 +70,9 @@ def backup_sets(root: Path, models: Path) -> dict[str, Any]:
             "models": {"root": str(models)}}
 
 
+UNREACHABLE = "http://127.0.0.1:9"
+
+
 @pytest.fixture
 def make_rig(tmp_path: Path, backup_config: dict[str, Any], guard: R2Guard
              ) -> Callable[..., Rig]:
@@ -78,7 +81,7 @@ def make_rig(tmp_path: Path, backup_config: dict[str, Any], guard: R2Guard
     The fresh SFS already holds every model (as on a workshop day); ssh has made new host keys.
     """
 
-    def make(hub_url: str = "http://127.0.0.1:9", **node: Any) -> Rig:
+    def make(hub_url: str = UNREACHABLE, **node: Any) -> Rig:
         old, library = tmp_path / "old-machine", tmp_path / "library"
         for rel, data in {IDENTITY: b"node 7\n", HOST_KEY: b"old host key\n"}.items():
             (old / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +116,9 @@ def make_rig(tmp_path: Path, backup_config: dict[str, Any], guard: R2Guard
                    "comfyui_dir": str(comfyui), "comfyui_python": sys.executable,
                    "unit_dir": str(tmp_path / "units"), "systemctl": str(systemctl),
                    "fstab": str(tmp_path / "fstab"), "state_dir": str(tmp_path / "state"),
-                   "hub_wait": 0, **node}
+                   # a slow shared machine may keep a live hub's /health probe past its
+                   # deadline once: wait a little for it, as a real bootstrap waits minutes
+                   "hub_wait": 0 if hub_url == UNREACHABLE else 10, **node}
         settings = load_settings(
             None, data_dir=str(tmp_path / "state" / "data"), worker={"hub_url": hub_url},
             hub={"public_url": hub_url},

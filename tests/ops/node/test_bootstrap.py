@@ -119,7 +119,7 @@ def test_cli_an_unreachable_hub_is_one_error_line_and_the_rerun_only_waits_for_i
         make_rig: MakeRig, make_hub: Callable[..., HubHarness]) -> None:
     port = free_port()
     rig = make_rig(f"http://127.0.0.1:{port}")
-    failed = cli(rig)
+    failed = cli(rig, "--hub-wait", "0")
     assert failed.returncode == 1, failed
     last = failed.stderr.strip().splitlines()[-1]
     assert last.startswith("error: node bootstrap stopped at step 'hub': the hub at "
