@@ -2,9 +2,10 @@
 shell command shown in docs/ and README.md is executed here (in a scratch folder, blocks of a
 file in order) unless its block is marked as an example the test cannot run.
 
-Marker convention: a ```bash block whose first line is `# example: REASON`, with REASON one of
-EXAMPLE_REASONS. A line ending in `# runs until stopped` (e.g. `comfymulti serve`) is run for
-a few seconds, must still be running then, and must stop cleanly on SIGTERM.
+Marker convention: a ```bash block right after the line `<!-- example: REASON -->` (invisible
+once rendered), with REASON one of EXAMPLE_REASONS. A line ending in `# runs until stopped`
+(e.g. `comfymulti serve`) is run for a few seconds, must still be running then, and must stop
+cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ EXAMPLE_REASONS = {
     "installs software and runs the whole test suite (minutes)",
     "runs for minutes (benchmarks)",
 }
-_BLOCK = re.compile(r"^```(?:bash|sh|shell|console)\n(.*?)^```", re.S | re.M)
-_EXAMPLE = re.compile(r"# example: (.+)")
+_BLOCK = re.compile(r"^(?:<!-- example: (.+?) -->\n)?```(?:bash|sh|shell|console)\n(.*?)^```",
+                    re.S | re.M)
 _LONG = re.compile(r"^(.*?)\s+#.*runs until stopped.*$", re.M)
 
 
-def blocks(path: Path) -> list[str]:
+def blocks(path: Path) -> list[tuple[str, str]]:
+    """Each shell block as (its example reason or "", its text)."""
     return _BLOCK.findall(path.read_text(encoding="utf-8"))
 
 
@@ -50,13 +52,11 @@ def test_reference_is_generated_from_the_code() -> None:
 def test_every_example_block_says_why() -> None:
     examples = 0
     for path in DOCS:
-        for block in blocks(path):
-            first = block.splitlines()[0] if block.strip() else ""
-            if match := _EXAMPLE.fullmatch(first.strip()):
-                assert match.group(1) in EXAMPLE_REASONS, (path.name, first)
+        for reason, block in blocks(path):
+            if reason:
+                assert reason in EXAMPLE_REASONS, (path.name, reason)
                 examples += 1
-            else:
-                assert "# example" not in block, (path.name, "marker must be the first line")
+            assert "example:" not in block, (path.name, "the marker goes before the block")
     assert examples >= 5
 
 
@@ -86,8 +86,7 @@ def _script(text: str, tmp: Path) -> str:
 def test_every_shell_command_in_the_docs_runs(tmp_path: Path) -> None:
     ran = 0
     for path in DOCS:
-        runnable = [b for b in blocks(path) if not _EXAMPLE.fullmatch(
-            (b.splitlines() or [""])[0].strip())]
+        runnable = [b for reason, b in blocks(path) if not reason]
         if not runnable:
             continue
         tmp = tmp_path / path.stem
