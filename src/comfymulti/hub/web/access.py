@@ -118,7 +118,7 @@ async def check_password(hub: HubContext, name: str, password: str, address: str
         raise Unauthorized("unknown user, wrong credentials, or account disabled")
     hub.login_limiter.succeeded(address, name)
     if needs_rehash(user.password_hash):
-        fresh = await hub.password_checks.hash(password)
+        fresh = await hub.password_checks.rehash(password)
         old = user.password_hash
         await hub.tx(lambda s: s.execute(update(User).where(
             User.id == user.id, User.password_hash == old).values(password_hash=fresh)))
