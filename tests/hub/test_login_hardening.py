@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from comfymulti.db import transaction
 from comfymulti.hub.services import auth, users
+from comfymulti.hub.web import access
 from comfymulti.hub.web.ratelimit import RateLimiter, TooManyAttempts
 from comfymulti.models import User
 
@@ -77,6 +78,23 @@ def test_generated_passwords_stay_light_through_logins(hub) -> None:
     assert before.startswith(LIGHT)
     assert _login(client, "user002", harness.passwords["user002"]) == 303
     assert _stored_hash(harness, "user002") == before  # not rehashed to OWASP strength
+
+
+def test_failed_logins_take_the_floor_and_good_ones_do_not(hub, monkeypatch) -> None:
+    harness, client = hub
+    harness.user("user002")
+    assert access.FAILED_LOGIN_SECONDS == 0.2
+    floor = 0.6  # wider than the default, so that a slow machine cannot blur the good login
+    monkeypatch.setattr(access, "FAILED_LOGIN_SECONDS", floor)
+
+    def timed(name: str, password: str, expected: int) -> float:
+        started = time.monotonic()
+        assert _login(client, name, password) == expected
+        return time.monotonic() - started
+
+    assert timed("nobody", "guess", 401) >= floor
+    assert timed("user002", "guess", 401) >= floor
+    assert timed("user002", harness.passwords["user002"], 303) < floor
 
 
 def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(make_hub, tmp_path) -> None:
