@@ -141,7 +141,7 @@ def test_users_create_hashes_before_it_locks_and_leaves_nothing_when_interrupted
     monkeypatch.setattr(invocation.state, "settings", None)
     calls = []
 
-    def hash_while_others_write(password: str) -> str:
+    def hash_while_others_write(password: str, *, generated: bool) -> str:
         other = sqlite3.connect(db_file, timeout=0.05, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # fails if users create held the write lock
         other.execute("ROLLBACK")
@@ -149,7 +149,7 @@ def test_users_create_hashes_before_it_locks_and_leaves_nothing_when_interrupted
         calls.append(password)
         if len(calls) == 3 and interrupt:
             raise RuntimeError("stopped halfway")
-        return auth.hash_password(password)
+        return auth.hash_password(password, generated=generated)
 
     monkeypatch.setattr(users, "hash_password", hash_while_others_write)
     args = ["--config", str(config), "users", "create", "--count", "5", "--force"]

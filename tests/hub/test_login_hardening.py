@@ -4,6 +4,7 @@ trusts forged headers nor lets one shared address lock others out, bounded argon
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from typing import Any
@@ -13,7 +14,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from comfymulti.db import transaction
-from comfymulti.hub.services import auth
+from comfymulti.hub.services import auth, users
+from comfymulti.hub.web import access
 from comfymulti.hub.web.ratelimit import RateLimiter, TooManyAttempts
 from comfymulti.models import User
 
@@ -39,11 +41,60 @@ class _SpyHasher:
 def test_unknown_user_costs_an_argon2_check_like_a_wrong_password(hub, monkeypatch) -> None:
     harness, client = hub
     harness.user("user002")
-    spy = _SpyHasher(auth._hasher)
-    monkeypatch.setattr(auth, "_hasher", spy)
+    spy = _SpyHasher(auth._CHOSEN)
+    monkeypatch.setattr(auth, "_CHOSEN", spy)
     assert _login(client, "nobody", "guess") == 401
     assert _login(client, "user002", "guess") == 401
     assert len(spy.verified) == 2 and spy.verified[0] != spy.verified[1]
+
+
+def _stored_hash(harness: Any, name: str) -> str:
+    with transaction(harness.ctx.factory) as s:
+        return s.scalar(select(User.password_hash).where(User.name == name))
+
+
+LIGHT = "$argon2id$v=19$m=1024,t=1,p=1$"
+OWASP = "$argon2id$v=19$m=19456,t=2,p=1$"
+
+
+def test_generated_passwords_get_light_argon2_and_chosen_ones_owasp_strength(tmp_path) -> None:
+    generated, = users.prepare_accounts(["user002"])
+    chosen, = users.prepare_accounts(["user003"], password="my own words")
+    assert generated.password_hash.startswith(LIGHT)
+    assert chosen.password_hash.startswith(OWASP)
+    for account in (generated, chosen):
+        assert auth.verify_password(account.password_hash, account.password)
+        assert not auth.verify_password(account.password_hash, account.password + "x")
+        assert not auth.needs_rehash(account.password_hash)
+    # Light stretching is only sound for passwords this hard to guess.
+    bits = len(generated.password.replace("-", "")) * math.log2(len(set(auth._ALPHABET)))
+    assert bits >= 70
+
+
+def test_generated_passwords_stay_light_through_logins(hub) -> None:
+    harness, client = hub
+    harness.user("user002")
+    before = _stored_hash(harness, "user002")
+    assert before.startswith(LIGHT)
+    assert _login(client, "user002", harness.passwords["user002"]) == 303
+    assert _stored_hash(harness, "user002") == before  # not rehashed to OWASP strength
+
+
+def test_failed_logins_take_the_floor_and_good_ones_do_not(hub, monkeypatch) -> None:
+    harness, client = hub
+    harness.user("user002")
+    assert access.FAILED_LOGIN_SECONDS == 0.2
+    floor = 0.6  # wider than the default, so that a slow machine cannot blur the good login
+    monkeypatch.setattr(access, "FAILED_LOGIN_SECONDS", floor)
+
+    def timed(name: str, password: str, expected: int) -> float:
+        started = time.monotonic()
+        assert _login(client, name, password) == expected
+        return time.monotonic() - started
+
+    assert timed("nobody", "guess", 401) >= floor
+    assert timed("user002", "guess", 401) >= floor
+    assert timed("user002", harness.passwords["user002"], 303) < floor
 
 
 def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(make_hub, tmp_path) -> None:

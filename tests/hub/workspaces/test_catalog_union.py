@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 from comfymulti.catalog.index import merge_catalogs
+from comfymulti.queue import catalogs
 from tests.hub.workspaces.conftest import give_catalog, login, real_catalog
 
 LOAD = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ""}},
@@ -58,3 +59,19 @@ def test_object_info_is_sent_gzipped_from_prepared_bytes(ws_hub) -> None:
     plain = client.get("/u/user002/api/object_info",
                        headers={**token, "Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and plain.json() == r.json()
+
+
+def test_object_info_is_compressed_once_for_every_participant(ws_hub, monkeypatch) -> None:
+    """300 workspaces opening at once must share one gzip copy of the 1.6 MB catalog."""
+    harness, client = ws_hub
+    compressed = []
+    real = catalogs.gzip.compress
+    monkeypatch.setattr(catalogs.gzip, "compress",
+                        lambda data, *a, **k: compressed.append(1) or real(data, *a, **k))
+    bodies = []
+    for name in ("user002", "user003", "user002"):
+        r = client.get(f"/u/{name}/api/object_info",
+                       headers={**harness.basic(name), "Accept-Encoding": "gzip"})
+        assert r.headers["content-encoding"] == "gzip"
+        bodies.append(r.content)
+    assert len(compressed) <= 1 and bodies[0] == bodies[1] == bodies[2]

@@ -11,9 +11,12 @@ import anyio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-# OWASP's recommended argon2id set (m=19 MiB, t=2, p=1): about 20 ms per check on a 2-core
-# hub, where argon2-cffi's default (64 MiB, t=3, p=4) took 120 ms and 64 MiB per login at once.
-_hasher = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+# Passwords people choose: OWASP's recommended argon2id set (m=19 MiB, t=2, p=1), about 20 ms
+# per check on a 2-core hub, where argon2-cffi's default (64 MiB, t=3, p=4) took 120 ms and
+# 64 MiB per login at once.
+_CHOSEN = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
+# Passwords the hub generates: light argon2id (1 MiB, t=1), about 1 ms per check.
+_GENERATED = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 # Unambiguous characters for passwords people type from a printed card.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -22,28 +25,35 @@ USER_TOKEN_PREFIX = "cmu_"
 WORKER_TOKEN_PREFIX = "cmw_"
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+def hash_password(password: str, *, generated: bool) -> str:
+    """The one place a password's hash strength is picked, by where the password came from.
+    One the hub generated has about 74 random bits: no stretching makes 2^73 guesses any less
+    out of reach, while OWASP's strength made 300 logins at 9:00 queue for 10 s on 2 cores.
+    One a person chose may be guessable, so it keeps OWASP's strength."""
+    return (_GENERATED if generated else _CHOSEN).hash(password)
 
 
 @functools.cache
 def _dummy_hash() -> str:
-    return _hasher.hash(secrets.token_urlsafe(16))
+    # Light like most accounts' (participants'); the failed-login floor hides the difference.
+    return _GENERATED.hash(secrets.token_urlsafe(16))
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Check a password; with no hash (unknown user) check against a dummy one, so an unknown
     name costs the same time as a wrong password and does not reveal which names exist."""
     try:
-        return _hasher.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
+        # Either hasher checks both kinds: the parameters are read from the hash itself.
+        return _CHOSEN.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 
 
 def needs_rehash(password_hash: str) -> bool:
-    """True for hashes made with other parameters than today's (rehashed at the next login)."""
+    """True for hashes made with neither of today's two parameter sets (rehashed at the next
+    login); flagging either set would rehash at every login."""
     try:
-        return _hasher.check_needs_rehash(password_hash)
+        return all(h.check_needs_rehash(password_hash) for h in (_CHOSEN, _GENERATED))
     except InvalidHashError:
         return False
 
@@ -59,15 +69,19 @@ class PasswordChecks:
         async with self._slots:
             return await anyio.to_thread.run_sync(verify_password, password_hash, password)
 
-    async def hash(self, password: str) -> str:
+    async def rehash(self, password: str) -> str:
+        """A fresh hash for a password given at login: where it came from is unknown there,
+        so it gets the strength of a chosen one."""
         async with self._slots:
-            return await anyio.to_thread.run_sync(hash_password, password)
+            return await anyio.to_thread.run_sync(
+                functools.partial(hash_password, password, generated=False))
 
 
 def generate_password() -> str:
-    """12 random characters in three groups (about 59 bits), easy to type: 'k7pm-3qdx-9rtw'."""
-    chars = "".join(secrets.choice(_ALPHABET) for _ in range(12))
-    return f"{chars[:4]}-{chars[4:8]}-{chars[8:]}"
+    """15 random characters in three groups (about 74 bits, enough for the light hash),
+    easy to type: 'k7pmx-3qdxa-9rtwz'."""
+    chars = "".join(secrets.choice(_ALPHABET) for _ in range(15))
+    return f"{chars[:5]}-{chars[5:10]}-{chars[10:]}"
 
 
 def new_token(prefix: str) -> tuple[str, str]:
