@@ -98,3 +98,28 @@ async def test_long_poll_returns_as_soon_as_work_arrives(live_hub) -> None:
     assert job is not None
     assert got < 5, "lease waited for the long-poll timeout instead of returning"
     await client.aclose()
+
+
+async def test_worker_requests_touch_the_worker_row_once_per_window(live_hub,
+                                                                   monkeypatch) -> None:
+    """A worker makes several requests per job; checking its registration and writing its
+    last_seen is done once per SEEN_EVERY, not once per request."""
+    from sqlalchemy import event
+
+    from comfymulti.hub.web import access
+
+    harness, url = live_hub()
+    client = HubClient(url, harness.worker_token())
+    await client.register("gpu-a", tiny_catalog())
+    statements: list[str] = []
+    event.listen(harness.ctx.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: statements.append(sql))
+    for _ in range(5):
+        assert await client.renew({}) is not None
+    # Checked (and last_seen written) at its catalog upload just now: not again in the window.
+    assert [sql for sql in statements if "workers" in sql] == []
+    monkeypatch.setattr(access, "SEEN_EVERY", 0.0)  # the window passed: checked again
+    await client.renew({})
+    touched = [sql.split()[0] for sql in statements if "workers" in sql]
+    assert touched == ["SELECT", "UPDATE"]
+    await client.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy import Engine
@@ -41,6 +41,9 @@ class HubContext:
     probe: Offload  # /health's own threads, so it answers even when `run`'s are all waiting
     job_lists: ViewCache  # participants' job-list answers, reused between changes
     credentials: Credentials  # who cookies and API tokens stand for, between changes
+    # (worker token id, worker id) → when its registration was last checked and its
+    # last_seen written (time.monotonic()); see access.current_worker.
+    workers_seen: dict[tuple[int, str], float] = field(default_factory=dict)
 
     async def tx(self, fn: Callable[[Session], T]) -> T:
         """`fn(session)` in one transaction, in a worker thread."""
