@@ -208,11 +208,13 @@ def _etas(hub: HubContext, me: User, jobs: list[Job]) -> dict[str, tuple[int, fl
 
 
 @router.get("/api/jobs")
-def list_jobs(status: str | None = None, limit: int | None = Query(None),
-              offset: int = Query(0), sort_by: str = "created_at",
-              sort_order: str = "desc", workflow_id: str | None = None,
-              me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
-              ) -> Response:
+async def list_jobs(status: str | None = None, limit: int | None = Query(None),
+                    offset: int = Query(0), sort_by: str = "created_at",
+                    sort_order: str = "desc", workflow_id: str | None = None,
+                    me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
+                    ) -> Response:
+    """Every open workspace polls this every few seconds: an answer still current is sent
+    from the loop at once; only a changed list is read again, in a database thread."""
     wanted = status.split(",") if status else list(STATES_FOR)
     if not set(wanted) <= set(STATES_FOR):
         return comfy_message(f"invalid status: {status}", 400)
@@ -222,17 +224,24 @@ def list_jobs(status: str | None = None, limit: int | None = Query(None),
         return comfy_message("invalid limit or offset", 400)
     key = (me.id, status, limit, offset, sort_by, sort_order, workflow_id)
     version = hub.queue.notify.user_versions[me.id]
-    if (body := hub.job_lists.get(key, version)) is not None:
-        return Response(body, media_type="application/json")
-    states = [str(st) for w in wanted for st in STATES_FOR[w]]
+    if (body := hub.job_lists.get(key, version)) is None:
+        states = [str(st) for w in wanted for st in STATES_FOR[w]]
+        body, queued = await hub.run(_job_list, hub, me, states, workflow_id, sort_by,
+                                     sort_order, offset, limit)
+        hub.job_lists.put(key, version, body, ETA_TTL if queued else REUSE_SECONDS)
+    return Response(body, media_type="application/json")
+
+
+def _job_list(hub: HubContext, me: User, states: list[str], workflow_id: str | None,
+              sort_by: str, sort_order: str, offset: int, limit: int | None
+              ) -> tuple[bytes, bool]:
+    """The /api/jobs answer and whether it shows queue positions (blocking: in a thread)."""
     page, total = _jobs_page(hub, me, states, workflow_id, sort_by, sort_order, offset, limit)
     etas = _etas(hub, me, page)
     body = {"jobs": [job_object(j, *etas.get(j.id, (None, None))) for j in page],
             "pagination": {"offset": offset, "limit": limit if limit is not None else total,
                            "total": total, "has_more": offset + len(page) < total}}
-    response = JSONResponse(body)
-    hub.job_lists.put(key, version, response.body, ETA_TTL if etas else REUSE_SECONDS)
-    return response
+    return JSONResponse(body).body, bool(etas)
 
 
 def _jobs_page(hub: HubContext, me: User, states: list[str], workflow_id: str | None,
