@@ -182,8 +182,7 @@ class JobQueue:
     def order(self) -> list[scheduler.Candidate]:
         """The whole queue in the order it is expected to run."""
         with transaction(self.factory) as s:
-            candidates = store.queued_candidates(s)
-            last = store.last_dispatch(s)
+            candidates, last = store.queued_candidates(s)
             policy = self._policy(s)
         return scheduler.order(policy, candidates, last)
 
@@ -240,11 +239,7 @@ class JobQueue:
                 return None
             policy = self._policy(s)
             candidate = scheduler.pick(
-                policy,
-                store.queued_candidates(s),
-                store.last_dispatch(s),
-                lambda req: index.can_run(json.loads(req)),
-            )
+                policy, *store.queued_candidates(s), lambda req: index.can_run(json.loads(req)))
             if candidate is None:
                 return None
             job = store.lease(
