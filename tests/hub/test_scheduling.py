@@ -108,3 +108,30 @@ async def test_a_dispatch_reads_the_queue_once_and_not_every_account(live_hub) -
     await client.aclose()
     assert len([sql for sql in reads if "FROM jobs JOIN users" in sql]) == 1, reads
     assert not [sql for sql in reads if "FROM users" in sql and "JOIN" not in sql], reads
+
+
+def test_workers_waiting_for_a_dispatch_hold_no_database_thread(make_hub, monkeypatch) -> None:
+    """Dispatch is one at a time; 20 workers asking at once used to wait for it inside the
+    database threads, holding all of them, and every request queued behind them."""
+    import asyncio
+    import threading
+    import time
+
+    harness = make_hub()
+    queue, limiter = harness.ctx.queue, harness.ctx.run.limiter
+    held: list[float] = []  # database threads in use during each dispatch
+    inside = threading.Lock()
+
+    def lease_one(worker_id: str) -> None:
+        assert inside.acquire(blocking=False), "two dispatches at once"
+        held.append(limiter.borrowed_tokens)
+        time.sleep(0.02)
+        inside.release()
+
+    monkeypatch.setattr(queue, "_lease_one", lease_one)
+
+    async def ask() -> None:
+        await asyncio.gather(*(queue.lease(f"w{n}", 0) for n in range(5)))
+
+    asyncio.run(ask())
+    assert held == [1] * 5

@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Collection
@@ -83,7 +82,8 @@ class JobQueue:
         self.catalogs = catalogs
         self._offload = offload
         self.notify = Notifier(bus, offload, self.remaining)
-        self._dispatch = threading.Lock()
+        # One dispatch at a time, waited for on the loop: see _try_lease.
+        self._dispatch = asyncio.Lock()
         self._executing: dict[str, str | None] = {}  # job id -> node ComfyUI runs now
         self._view: tuple[int, float, list[scheduler.Candidate],
                           dict[str, tuple[int, float]]] | None = None
@@ -222,11 +222,12 @@ class JobQueue:
 
     # --- workers ---------------------------------------------------------------------------
 
-    def _try_lease(self, worker_id: str) -> Job | None:
+    async def _try_lease(self, worker_id: str) -> Job | None:
         """Pick and lease one job, one dispatch at a time: two workers asking at once must
-        not both pick the same job (SQLite takes one writer at a time anyway)."""
-        with self._dispatch:
-            return self._lease_one(worker_id)
+        not both pick the same job. The others wait on the loop, not in a database thread:
+        20 workers waiting there held every such thread, and every request behind them."""
+        async with self._dispatch:
+            return await self._offload(self._lease_one, worker_id)
 
     def _lease_one(self, worker_id: str) -> Job | None:
         now = time.time()
@@ -259,7 +260,7 @@ class JobQueue:
             work = self.notify.work
             if self.notify.closing:
                 return None
-            job = await self._offload(self._try_lease, worker_id)
+            job = await self._try_lease(worker_id)
             if job is not None or (remaining := deadline - time.monotonic()) <= 0:
                 return job
             if await self._offload(self._draining, worker_id):
@@ -267,7 +268,7 @@ class JobQueue:
             try:
                 await asyncio.wait_for(work.wait(), remaining)
             except TimeoutError:
-                return await self._offload(self._try_lease, worker_id)
+                return await self._try_lease(worker_id)
 
     def _draining(self, worker_id: str) -> bool:
         with transaction(self.factory) as s:
