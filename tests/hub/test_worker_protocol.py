@@ -123,3 +123,45 @@ async def test_worker_requests_touch_the_worker_row_once_per_window(live_hub,
     touched = [sql.split()[0] for sql in statements if "workers" in sql]
     assert touched == ["SELECT", "UPDATE"]
     await client.aclose()
+
+
+async def test_worker_requests_do_not_wait_behind_participants(live_hub, monkeypatch) -> None:
+    """Every participant thread busy (slow job-list reads here): a worker still registers,
+    leases and completes, on its own threads; its job's end must not wait behind polls."""
+    import threading
+
+    from comfymulti.catalog.prompt import Submission
+    from comfymulti.db import transaction
+    from comfymulti.hub.app import DB_THREADS
+    from comfymulti.hub.services.users import get_user
+    from comfymulti.hub.workspaces import run_api
+
+    harness, url = live_hub()
+    harness.user("user002")
+    with transaction(harness.ctx.factory) as s:
+        harness.ctx.queue.submit(get_user(s, "user002"), Submission(simple_prompt(), {}))
+    release, blocked = threading.Event(), []
+    real = run_api._job_list
+
+    def stuck(*args):  # type: ignore[no-untyped-def]
+        blocked.append(1)
+        release.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(run_api, "_job_list", stuck)
+    client = HubClient(url, harness.worker_token())
+    async with httpx.AsyncClient(base_url=url, headers=harness.bearer("user002")) as web:
+        polls = [asyncio.create_task(web.get("/u/user002/api/jobs", params={"limit": n}))
+                 for n in range(1, DB_THREADS + 3)]
+        try:
+            with anyio.fail_after(5):
+                while len(blocked) < DB_THREADS:
+                    await asyncio.sleep(0.01)
+                await client.register("gpu-a", tiny_catalog())
+                job = await client.lease(wait=0)
+                assert job is not None
+                assert await client.complete(job.job_id, job.lease_id, "success") == "succeeded"
+        finally:
+            release.set()
+            await asyncio.gather(*polls)
+            await client.aclose()

@@ -73,6 +73,7 @@ class JobQueue:
         metrics: Metrics,
         catalogs: CatalogCache,
         offload: Offload,
+        workers: Offload,
     ) -> None:
         self.factory = factory
         self.settings = settings
@@ -81,6 +82,7 @@ class JobQueue:
         self.metrics = metrics
         self.catalogs = catalogs
         self._offload = offload
+        self._workers = workers  # the GPU workers' own threads (dispatch)
         self.notify = Notifier(bus, offload, self.remaining)
         # One dispatch at a time, waited for on the loop: see _try_lease.
         self._dispatch = asyncio.Lock()
@@ -227,7 +229,7 @@ class JobQueue:
         not both pick the same job. The others wait on the loop, not in a database thread:
         20 workers waiting there held every such thread, and every request behind them."""
         async with self._dispatch:
-            return await self._offload(self._lease_one, worker_id)
+            return await self._workers(self._lease_one, worker_id)
 
     def _lease_one(self, worker_id: str) -> Job | None:
         now = time.time()
@@ -263,7 +265,7 @@ class JobQueue:
             job = await self._try_lease(worker_id)
             if job is not None or (remaining := deadline - time.monotonic()) <= 0:
                 return job
-            if await self._offload(self._draining, worker_id):
+            if await self._workers(self._draining, worker_id):
                 return None  # answer a draining worker's long-poll at once
             try:
                 await asyncio.wait_for(work.wait(), remaining)

@@ -1,7 +1,7 @@
 """/worker/v1: the routes GPU workers call (outbound from the worker, token-authenticated).
 
 Credentials are checked by each route's dependency before its body is read; bodies are read
-with `bodies`, so each has a cap."""
+with `bodies`, so each has a cap. Database work runs on the workers' own threads (`hub.work`)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ _EVENTS_LIMIT = 16 * 1024 * 1024  # up to 1000 events, some with large outputs l
 
 
 async def _held(hub: HubContext, worker_id: str, job_id: str, lease_id: str) -> Job:
-    return await hub.run(hub.queue.held, job_id, lease_id, worker_id)
+    return await hub.work(hub.queue.held, job_id, lease_id, worker_id)
 
 
 @router.post("/register", response_model=RegisterResponse,
@@ -57,7 +57,8 @@ async def register(request: Request, token: WorkerToken = Depends(worker_token),
                    hub: HubContext = Depends(get_hub)) -> RegisterResponse:
     req = await bodies.read_model(request, RegisterRequest)
     worker, needed = await hub.tx(lambda s: workers.register(
-        s, token, req, cap=hub.settings.queue.max_workers_per_token, window=hub.online_window))
+        s, token, req, cap=hub.settings.queue.max_workers_per_token, window=hub.online_window),
+        hub.work)
     hub.queue.notify.wake_workers()
     q = hub.settings.queue
     return RegisterResponse(worker_id=worker.id, catalog_needed=needed,
@@ -72,9 +73,9 @@ async def upload_catalog(catalog_hash: str, request: Request,
                          hub: HubContext = Depends(get_hub)) -> Response:
     """Body: the catalog as gzip-compressed JSON."""
     body = await bodies.read_body(request, _CATALOG_LIMIT, "catalog")
-    catalog = await hub.run(unpack, body)
+    catalog = await hub.work(unpack, body)
     await hub.tx(lambda s: workers.store_catalog(s, workers.get_worker(s, token, worker_id),
-                                                 catalog_hash, catalog))
+                                                 catalog_hash, catalog), hub.work)
     hub.queue.notify.wake_workers()
     return Response(status_code=204)
 
@@ -97,7 +98,7 @@ async def lease(wait: float = Query(0.0, ge=0, le=3600),
 async def renew(request: Request, worker_id: str = Depends(current_worker),
                 hub: HubContext = Depends(get_hub)) -> RenewResponse:
     req = await bodies.read_model(request, RenewRequest)
-    lost, cancel = await hub.run(hub.queue.renew, worker_id, req.leases)
+    lost, cancel = await hub.work(hub.queue.renew, worker_id, req.leases)
     return RenewResponse(lost=lost, cancel=cancel)
 
 
@@ -109,18 +110,18 @@ async def commands(wait: float = Query(0.0, ge=0, le=3600), known: str = "",
     when a cancel or drain for this worker happens or the hub stops, else after `wait`."""
     wait = min(wait, hub.settings.queue.long_poll_seconds)
     signal = hub.queue.notify.worker_signal(worker_id)
-    current = await hub.run(hub.queue.commands, worker_id)
+    current = await hub.work(hub.queue.commands, worker_id)
     if json.dumps(current, sort_keys=True) == known and wait > 0:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(signal.wait(), wait)
-        current = await hub.run(hub.queue.commands, worker_id)
+        current = await hub.work(hub.queue.commands, worker_id)
     return Commands(**current)
 
 
 @router.post("/drain", status_code=204)
 async def drain(worker_id: str = Depends(current_worker),
                 hub: HubContext = Depends(get_hub)) -> Response:
-    await hub.run(hub.queue.drain, worker_id)
+    await hub.work(hub.queue.drain, worker_id)
     return Response(status_code=204)
 
 
@@ -129,7 +130,7 @@ async def drain(worker_id: str = Depends(current_worker),
 async def events(job_id: str, request: Request, worker_id: str = Depends(current_worker),
                  hub: HubContext = Depends(get_hub)) -> EventsResponse:
     req = await bodies.read_model(request, EventsRequest, _EVENTS_LIMIT)
-    job = await hub.run(hub.queue.record_events, job_id, req.lease_id,
+    job = await hub.work(hub.queue.record_events, job_id, req.lease_id,
                         [e.model_dump() for e in req.events], worker_id)
     return EventsResponse(cancel=job.cancel_requested)
 
@@ -160,7 +161,7 @@ async def input_file(job_id: str, lease_id: str, filename: str, subfolder: str =
         raise InvalidInput("type must be input, output or temp")
     if not references_file(json.loads(job.prompt), subfolder, filename):
         raise NotFound("the job's prompt does not load that file")
-    owner = await hub.tx(lambda s: s.get(User, job.user_id))
+    owner = await hub.tx(lambda s: s.get(User, job.user_id), hub.work)
     if owner is None:
         raise NotFound(f"job {job_id} has no owner any more")
     path = resolve(hub.settings.data_dir, owner.name, type, subfolder, filename)
@@ -177,13 +178,13 @@ async def upload_output(job_id: str, request: Request, lease_id: str, key: str, 
                         hub: HubContext = Depends(get_hub)) -> StoredFile:
     """Stream one output file to disk (never whole in memory), then file it for the owner.
     A retry of an upload already stored answers at once, without reading the body again."""
-    target, done = await hub.run(hub.queue.prepare_output, job_id, lease_id, worker_id, key,
+    target, done = await hub.work(hub.queue.prepare_output, job_id, lease_id, worker_id, key,
                                  type, subfolder, filename)
     if done is None:
         received = await bodies.receive_file(request, hub.settings.files.max_output_bytes,
                                              hub.settings.data_dir, "upload", "output")
         try:
-            done = await hub.run(hub.queue.store_output, job_id, lease_id, key, node_id,
+            done = await hub.work(hub.queue.store_output, job_id, lease_id, key, node_id,
                                  target, received.path, received.size, received.sha256)
         finally:
             received.path.unlink(missing_ok=True)
@@ -195,7 +196,7 @@ async def upload_output(job_id: str, request: Request, lease_id: str, key: str, 
 async def complete(job_id: str, request: Request, worker_id: str = Depends(current_worker),
                    hub: HubContext = Depends(get_hub)) -> JobStateResponse:
     req = await bodies.read_model(request, CompleteRequest, _EVENTS_LIMIT)
-    job = await hub.run(hub.queue.complete, job_id, req.lease_id, req.status, req.error,
+    job = await hub.work(hub.queue.complete, job_id, req.lease_id, req.status, req.error,
                         worker_id)
     return JobStateResponse(job_id=job.id, state=job.state)
 
@@ -205,5 +206,5 @@ async def complete(job_id: str, request: Request, worker_id: str = Depends(curre
 async def release(job_id: str, request: Request, worker_id: str = Depends(current_worker),
                   hub: HubContext = Depends(get_hub)) -> JobStateResponse:
     req = await bodies.read_model(request, LeaseRef)
-    job = await hub.run(hub.queue.release, job_id, req.lease_id, worker_id)
+    job = await hub.work(hub.queue.release, job_id, req.lease_id, worker_id)
     return JobStateResponse(job_id=job.id, state=job.state)

@@ -238,7 +238,7 @@ async def current_worker(request: Request, token: WorkerToken = Depends(worker_t
     def seen(s: Session) -> None:
         workers.get_worker(s, token, worker_id).last_seen = time.time()
 
-    await hub.tx(seen)
+    await hub.tx(seen, hub.work)
     hub.workers_seen[key] = now
     return worker_id
 
