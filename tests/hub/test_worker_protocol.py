@@ -165,3 +165,34 @@ async def test_worker_requests_do_not_wait_behind_participants(live_hub, monkeyp
             release.set()
             await asyncio.gather(*polls)
             await client.aclose()
+
+
+async def test_only_what_the_job_list_shows_invalidates_it(live_hub) -> None:
+    """Progress events come many times a second per job; cached job lists (every open
+    workspace polls one) are dropped only when the job starts or gets outputs."""
+    harness, url = live_hub()
+    harness.user("user002")
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/api/v1/jobs", json={"prompt": simple_prompt()},
+                   headers=harness.bearer("user002"))
+        job_id = r.json()["id"]
+    client = HubClient(url, harness.worker_token())
+    await client.register("gpu-a", tiny_catalog())
+    job = await client.lease(wait=1)
+    assert job is not None
+    versions = harness.ctx.queue.notify.user_versions
+
+    async def relay(*events: tuple[int, str, dict]) -> int:
+        await client.events(job_id, job.lease_id, [
+            {"seq": seq, "type": kind, "data": {**data, "prompt_id": job_id}}
+            for seq, kind, data in events])
+        return max(versions.values())
+
+    leased = max(versions.values())
+    running = await relay((0, "execution_start", {}), (1, "executing", {"node": "2"}))
+    assert running != leased
+    progressed = await relay((2, "progress", {"value": 1, "max": 2, "node": "2"}),
+                             (3, "executing", {"node": "2"}))
+    assert progressed == running
+    assert await relay((4, "executed", {"node": "2", "output": {"text": ["x"]}})) != running
+    await client.aclose()

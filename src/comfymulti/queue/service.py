@@ -309,6 +309,7 @@ class JobQueue:
         frame parts go to the sockets as bytes; only their size is stored."""
         now = time.time()
         fresh: list[dict[str, Any]] = []
+        listed = False  # whether the job list shows anything new (state, start, outputs)
         frames = _frame_parts(events)
         with transaction(self.factory) as s:
             job = store.renew(s, job_id, lease_id, now + self.settings.lease_seconds, worker_id)
@@ -319,6 +320,7 @@ class JobQueue:
                 seen.add(ev["seq"])
                 if job.state == JobState.LEASED:
                     job = store.mark_running(s, job_id, lease_id, now)
+                    listed = True
                 stored = ev["data"]
                 if (frame := frames.get(ev["seq"])) is not None:
                     stored = {"bytes": len(frame[0]), "more": frame[1]}
@@ -327,10 +329,11 @@ class JobQueue:
                     outputs = json.loads(job.outputs)
                     _merge_output(outputs, ev["data"])
                     store.set_outputs(s, job, outputs)
+                    listed = True
                 fresh.append(ev)
             user_id, client_id = job.user_id, job.client_id
-        if fresh:
-            self.notify.jobs_changed(user_id)  # states and outputs in the job list moved on
+        if listed:  # not for progress: cached job lists stay good (every poll would miss)
+            self.notify.jobs_changed(user_id)
         for ev in fresh:
             if ev["type"] == "executing":
                 if ev["data"].get("node") is None:
