@@ -92,3 +92,32 @@ def test_unchanged_job_list_is_answered_on_the_loop(hub, monkeypatch) -> None:
         assert client.get(url, headers=token).json() == first
     assert hops == []
     assert [sql for sql in statements if "jobs" in sql] == []
+
+
+def test_moving_positions_do_not_read_the_users_jobs_again(hub, monkeypatch) -> None:
+    """While the queue drains every participant's position moves, their own jobs do not: a
+    job list whose positions went out of date gets new ones without reading the jobs."""
+    from comfymulti.db import transaction
+    from comfymulti.hub.services.users import get_user
+    from comfymulti.hub.web.viewcache import ViewCache
+    from comfymulti.hub.workspaces import run_api
+
+    harness, client = hub
+    teacher = harness.user("teacher", Role.INSTRUCTOR)
+    harness.user("user002")
+    with transaction(harness.ctx.factory) as s:
+        t, u = get_user(s, teacher), get_user(s, "user002")
+    harness.ctx.queue.submit(u, Submission(simple_prompt(), {}))
+    pages = []
+    real_page = run_api._jobs_page
+    monkeypatch.setattr(run_api, "_jobs_page", lambda *a: pages.append(1) or real_page(*a))
+    token, url = harness.bearer("user002"), "/u/user002/api/jobs?status=in_progress,pending"
+    assert client.get(url, headers=token).json()["jobs"][0]["queue_position"] == 1
+    from comfymulti.queue import service
+
+    monkeypatch.setattr(service, "ETA_MIN_AGE", 0.0)  # positions are computed again now
+    harness.ctx.queue.submit(t, Submission(simple_prompt(), {}))  # goes first
+    harness.ctx.job_lists = ViewCache()  # the answer's positions are out of date
+    jobs = client.get(url, headers=token).json()["jobs"]
+    assert jobs[0]["queue_position"] == 2 and "eta_seconds" in jobs[0]
+    assert len(pages) == 1

@@ -73,7 +73,8 @@ def build_context(settings: Settings) -> HubContext:
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
                      login_limiter=RateLimiter(), run=run, work=work, probe=Offload(2),
-                     job_lists=ViewCache(), credentials=Credentials(engine, factory, AUTH_THREADS),
+                     job_lists=ViewCache(), job_pages=ViewCache(),
+                     credentials=Credentials(engine, factory, AUTH_THREADS),
                      password_checks=PasswordChecks(os.cpu_count() or 2))
 
     def jobs_by_state() -> dict[str, int]:

@@ -41,6 +41,7 @@ class HubContext:
     work: Offload  # the GPU workers' requests: never queued behind participants' work
     probe: Offload  # /health's own threads, so it answers even when `run`'s are all waiting
     job_lists: ViewCache  # participants' job-list answers, reused between changes
+    job_pages: ViewCache  # the same without positions and ETAs, between the user's changes
     credentials: Credentials  # who cookies and API tokens stand for, between changes
     # (worker token id, worker id) → when its registration was last checked and its
     # last_seen written (time.monotonic()); see access.current_worker.

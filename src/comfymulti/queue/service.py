@@ -201,15 +201,27 @@ class JobQueue:
             return etas
         return {c.job_id: etas[c.job_id] for c in order if c.user_id == user_id}
 
-    def _queue_view(self, wanted: Collection[str] = ()
-                    ) -> tuple[list[scheduler.Candidate], dict[str, tuple[int, float]]]:
-        changes, now = self.notify.changes, time.time()
+    def cached_etas(self, wanted: Collection[str]) -> dict[str, tuple[int, float]] | None:
+        """Position and ETA of the `wanted` queued jobs from the shared computation while
+        `etas` would still use it, else None. No database work: safe on the loop."""
+        view = self._fresh_view(wanted)
+        return None if view is None else {j: view[3][j] for j in wanted if j in view[3]}
+
+    def _fresh_view(self, wanted: Collection[str]) -> tuple[
+            int, float, list[scheduler.Candidate], dict[str, tuple[int, float]]] | None:
         cached = self._view
         if cached is not None:
-            age = now - cached[1]
-            if (cached[0] == changes and age < ETA_TTL) or (
+            age = time.time() - cached[1]
+            if (cached[0] == self.notify.changes and age < ETA_TTL) or (
                     age < ETA_MIN_AGE and all(j in cached[3] for j in wanted)):
-                return cached[2], cached[3]
+                return cached
+        return None
+
+    def _queue_view(self, wanted: Collection[str] = ()
+                    ) -> tuple[list[scheduler.Candidate], dict[str, tuple[int, float]]]:
+        if (cached := self._fresh_view(wanted)) is not None:
+            return cached[2], cached[3]
+        changes, now = self.notify.changes, time.time()
         order = self.order()
         with transaction(self.factory) as s:
             estimator = Estimator(s)

@@ -225,23 +225,52 @@ async def list_jobs(status: str | None = None, limit: int | None = Query(None),
     key = (me.id, status, limit, offset, sort_by, sort_order, workflow_id)
     version = hub.queue.notify.user_versions[me.id]
     if (body := hub.job_lists.get(key, version)) is None:
-        states = [str(st) for w in wanted for st in STATES_FOR[w]]
-        body, queued = await hub.run(_job_list, hub, me, states, workflow_id, sort_by,
-                                     sort_order, offset, limit)
-        hub.job_lists.put(key, version, body, ETA_TTL if queued else REUSE_SECONDS)
+        page = hub.job_pages.get(key, version)
+        if page is not None:
+            if (body := _with_etas(hub, page)) is None:  # positions moved: compute them
+                body = await hub.run(_with_etas, hub, page, True)
+        else:
+            states = [str(st) for w in wanted for st in STATES_FOR[w]]
+            body, page = await hub.run(_job_list, hub, me, states, workflow_id, sort_by,
+                                       sort_order, offset, limit)
+            if page is not None:
+                hub.job_pages.put(key, version, page, REUSE_SECONDS)
+        hub.job_lists.put(key, version, body, ETA_TTL if page is not None else REUSE_SECONDS)
     return Response(body, media_type="application/json")
 
 
 def _job_list(hub: HubContext, me: User, states: list[str], workflow_id: str | None,
               sort_by: str, sort_order: str, offset: int, limit: int | None
-              ) -> tuple[bytes, bool]:
-    """The /api/jobs answer and whether it shows queue positions (blocking: in a thread)."""
-    page, total = _jobs_page(hub, me, states, workflow_id, sort_by, sort_order, offset, limit)
-    etas = _etas(hub, me, page)
-    body = {"jobs": [job_object(j, *etas.get(j.id, (None, None))) for j in page],
-            "pagination": {"offset": offset, "limit": limit if limit is not None else total,
-                           "total": total, "has_more": offset + len(page) < total}}
-    return JSONResponse(body).body, bool(etas)
+              ) -> tuple[bytes, bytes | None]:
+    """The /api/jobs answer, and when it shows queued jobs, the same without positions and
+    ETAs with the queued ids (for `_with_etas`). Blocking: in a thread."""
+    jobs, total = _jobs_page(hub, me, states, workflow_id, sort_by, sort_order, offset, limit)
+    pagination = {"offset": offset, "limit": limit if limit is not None else total,
+                  "total": total, "has_more": offset + len(jobs) < total}
+    etas = _etas(hub, me, jobs)
+    body = {"jobs": [job_object(j, *etas.get(j.id, (None, None))) for j in jobs],
+            "pagination": pagination}
+    queued = [j.id for j in jobs if j.state == JobState.QUEUED]
+    if not queued:
+        return JSONResponse(body).body, None
+    bare = {"jobs": [job_object(j) for j in jobs], "pagination": pagination}
+    return JSONResponse(body).body, json.dumps({"answer": bare, "queued": queued}).encode()
+
+
+def _with_etas(hub: HubContext, page: bytes, compute: bool = False) -> bytes | None:
+    """A job list read before, with the current positions and ETAs of its queued jobs. While
+    a queue drains positions move every few seconds, the user's jobs do not: no need to read
+    them again. Those positions come from the shared computation; when it is out of date,
+    None, or with `compute` it is done again (database work: then in a thread)."""
+    kept = json.loads(page)
+    etas = hub.queue.etas(wanted=kept["queued"]) if compute else hub.queue.cached_etas(
+        kept["queued"])
+    if etas is None:
+        return None
+    for obj in kept["answer"]["jobs"]:
+        if (eta := etas.get(obj["id"])) is not None:
+            obj["queue_position"], obj["eta_seconds"] = eta[0], round(eta[1], 1)
+    return JSONResponse(kept["answer"]).body
 
 
 def _jobs_page(hub: HubContext, me: User, states: list[str], workflow_id: str | None,
