@@ -84,8 +84,10 @@ class JobQueue:
         self._offload = offload
         self._workers = workers  # the GPU workers' own threads (dispatch)
         self.notify = Notifier(bus, offload, self.remaining)
-        # One dispatch at a time, waited for on the loop: see _try_lease.
+        # One dispatch at a time, waited for on the loop, run on a thread of its own: see
+        # _try_lease.
         self._dispatch = asyncio.Lock()
+        self._dispatcher = Offload(1)
         self._executing: dict[str, str | None] = {}  # job id -> node ComfyUI runs now
         self._view: tuple[int, float, list[scheduler.Candidate],
                           dict[str, tuple[int, float]]] | None = None
@@ -239,9 +241,11 @@ class JobQueue:
     async def _try_lease(self, worker_id: str) -> Job | None:
         """Pick and lease one job, one dispatch at a time: two workers asking at once must
         not both pick the same job. The others wait on the loop, not in a database thread:
-        20 workers waiting there held every such thread, and every request behind them."""
+        20 workers waiting there held every such thread, and every request behind them. The
+        one dispatching never waits for a thread either: while it holds the turn, every
+        worker's next job waits for it (the drain's pace under load)."""
         async with self._dispatch:
-            return await self._workers(self._lease_one, worker_id)
+            return await self._dispatcher(self._lease_one, worker_id)
 
     def _lease_one(self, worker_id: str) -> Job | None:
         now = time.time()
