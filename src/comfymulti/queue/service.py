@@ -82,7 +82,7 @@ class JobQueue:
         self.metrics = metrics
         self.catalogs = catalogs
         self._offload = offload
-        self._workers = workers  # the GPU workers' own threads (dispatch)
+        self._workers = workers  # the GPU workers' own threads (their long-poll's checks)
         self.notify = Notifier(bus, offload, self.remaining)
         # One dispatch at a time, waited for on the loop, run on a thread of its own: see
         # _try_lease.
