@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,7 +55,40 @@ def make_engine(url: str) -> Engine:
             cur.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             cur.close()
 
+        _one_writer(engine)
     return engine
+
+
+# SQL that makes pysqlite open a write transaction (it runs reads before one in autocommit).
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+_HOLDS = "comfymulti_writer"
+
+
+def _one_writer(engine: Engine) -> None:
+    """Writers of this engine take turns on an in-process lock, from their first write to
+    commit or rollback. SQLite has one writer anyway; without this, the others poll the file
+    lock with growing sleeps (the busy handler) and a waiting writer can lose every round,
+    which under load made job completions and submits wait for seconds. Waiting longer than
+    the busy timeout is the same 503 as a busy database."""
+    lock = threading.Lock()
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _take(conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if conn.info.get(_HOLDS) or not statement.lstrip().upper().startswith(_WRITES):
+            return
+        if not lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
+            raise Unavailable("the database is busy; try again in a few seconds",
+                              retry_after=RETRY_AFTER_SECONDS)
+        conn.info[_HOLDS] = True
+
+    def _give_back(info: dict[str, Any]) -> None:
+        if info.pop(_HOLDS, False):
+            lock.release()
+
+    event.listen(engine, "commit", lambda conn: _give_back(conn.info))
+    event.listen(engine, "rollback", lambda conn: _give_back(conn.info))
+    # A connection going back to the pool unfinished is rolled back by the pool itself.
+    event.listen(engine.pool, "checkin", lambda _dbapi, record: _give_back(record.info))
 
 
 def database_file(url: str) -> Path | None:

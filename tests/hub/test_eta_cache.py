@@ -58,3 +58,66 @@ def test_job_list_answers_are_reused_until_the_users_jobs_change(hub, monkeypatc
     client.post("/u/user002/api/queue", json={"clear": True}, headers=token)
     jobs = client.get("/u/user002/api/jobs", headers=token).json()["jobs"]
     assert jobs[0]["status"] == "cancelled" and len(pages) == 3
+
+
+def test_unchanged_job_list_is_answered_on_the_loop(hub, monkeypatch) -> None:
+    """300 open workspaces poll twice every few seconds: an answer still current is sent from
+    the loop, with no database query and no hop to a thread (each hop costs the loop a GIL
+    handover; hundreds a second starved the sockets waiting for job notifications)."""
+    import fastapi.routing
+    from sqlalchemy import event
+
+    harness, client = hub
+    harness.user("user002")
+    token = harness.bearer("user002")
+    url = "/u/user002/api/jobs?status=completed,failed,cancelled&limit=64&offset=0"
+    first = client.get(url, headers=token).json()
+    hops: list[object] = []
+    real_pool, real_run = fastapi.routing.run_in_threadpool, harness.ctx.run
+
+    async def pool(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(kwargs.get("function", fn))
+        return await real_pool(fn, *args, **kwargs)
+
+    async def run(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(fn)
+        return await real_run(fn, *args, **kwargs)
+
+    statements: list[str] = []
+    monkeypatch.setattr(fastapi.routing, "run_in_threadpool", pool)
+    monkeypatch.setattr(harness.ctx, "run", run)
+    event.listen(harness.ctx.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: statements.append(sql))
+    for _ in range(10):
+        assert client.get(url, headers=token).json() == first
+    assert hops == []
+    assert [sql for sql in statements if "jobs" in sql] == []
+
+
+def test_moving_positions_do_not_read_the_users_jobs_again(hub, monkeypatch) -> None:
+    """While the queue drains every participant's position moves, their own jobs do not: a
+    job list whose positions went out of date gets new ones without reading the jobs."""
+    from comfymulti.db import transaction
+    from comfymulti.hub.services.users import get_user
+    from comfymulti.hub.web.viewcache import ViewCache
+    from comfymulti.hub.workspaces import run_api
+
+    harness, client = hub
+    teacher = harness.user("teacher", Role.INSTRUCTOR)
+    harness.user("user002")
+    with transaction(harness.ctx.factory) as s:
+        t, u = get_user(s, teacher), get_user(s, "user002")
+    harness.ctx.queue.submit(u, Submission(simple_prompt(), {}))
+    pages = []
+    real_page = run_api._jobs_page
+    monkeypatch.setattr(run_api, "_jobs_page", lambda *a: pages.append(1) or real_page(*a))
+    token, url = harness.bearer("user002"), "/u/user002/api/jobs?status=in_progress,pending"
+    assert client.get(url, headers=token).json()["jobs"][0]["queue_position"] == 1
+    from comfymulti.queue import service
+
+    monkeypatch.setattr(service, "ETA_MIN_AGE", 0.0)  # positions are computed again now
+    harness.ctx.queue.submit(t, Submission(simple_prompt(), {}))  # goes first
+    harness.ctx.job_lists = ViewCache()  # the answer's positions are out of date
+    jobs = client.get(url, headers=token).json()["jobs"]
+    assert jobs[0]["queue_position"] == 2 and "eta_seconds" in jobs[0]
+    assert len(pages) == 1

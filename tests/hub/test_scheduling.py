@@ -87,3 +87,52 @@ async def test_admin_run_next_and_per_user_and_global_caps(make_hub) -> None:
     q.run_next(last)
     assert q.order()[0].job_id == last.id
     await anyio.sleep(0)
+
+
+async def test_a_dispatch_reads_the_queue_once_and_not_every_account(live_hub) -> None:
+    """Every job's lease picks from the whole queue: the queued jobs and their owners' turns
+    come in one query, and the hundreds of accounts with nothing queued are not read."""
+    from sqlalchemy import event
+
+    harness, url = live_hub()
+    a = _user(harness, "a")
+    for name in ("idle1", "idle2", "idle3"):
+        harness.user(name)
+    harness.ctx.queue.submit(a, Submission(simple_prompt(), {}))
+    client = HubClient(url, harness.worker_token())
+    await client.register("w", tiny_catalog())
+    reads: list[str] = []
+    event.listen(harness.ctx.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: reads.append(sql) if sql.startswith("SELECT") else None)
+    assert await client.lease(wait=0) is not None
+    await client.aclose()
+    assert len([sql for sql in reads if "FROM jobs JOIN users" in sql]) == 1, reads
+    assert not [sql for sql in reads if "FROM users" in sql and "JOIN" not in sql], reads
+
+
+def test_workers_waiting_for_a_dispatch_hold_no_database_thread(make_hub, monkeypatch) -> None:
+    """Dispatch is one at a time; 20 workers asking at once used to wait for it inside the
+    database threads, holding all of them, and every request queued behind them. The one
+    dispatching has a thread of its own, so it never waits behind other work for one."""
+    import asyncio
+    import threading
+    import time
+
+    harness = make_hub()
+    queue, shared = harness.ctx.queue, (harness.ctx.run.limiter, harness.ctx.work.limiter)
+    held: list[float] = []  # shared database threads in use during each dispatch
+    inside = threading.Lock()
+
+    def lease_one(worker_id: str) -> None:
+        assert inside.acquire(blocking=False), "two dispatches at once"
+        held.append(sum(limiter.borrowed_tokens for limiter in shared))
+        time.sleep(0.02)
+        inside.release()
+
+    monkeypatch.setattr(queue, "_lease_one", lease_one)
+
+    async def ask() -> None:
+        await asyncio.gather(*(queue.lease(f"w{n}", 0) for n in range(5)))
+
+    asyncio.run(ask())
+    assert held == [0] * 5

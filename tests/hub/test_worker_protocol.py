@@ -98,3 +98,101 @@ async def test_long_poll_returns_as_soon_as_work_arrives(live_hub) -> None:
     assert job is not None
     assert got < 5, "lease waited for the long-poll timeout instead of returning"
     await client.aclose()
+
+
+async def test_worker_requests_touch_the_worker_row_once_per_window(live_hub,
+                                                                   monkeypatch) -> None:
+    """A worker makes several requests per job; checking its registration and writing its
+    last_seen is done once per SEEN_EVERY, not once per request."""
+    from sqlalchemy import event
+
+    from comfymulti.hub.web import access
+
+    harness, url = live_hub()
+    client = HubClient(url, harness.worker_token())
+    await client.register("gpu-a", tiny_catalog())
+    statements: list[str] = []
+    event.listen(harness.ctx.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: statements.append(sql))
+    for _ in range(5):
+        assert await client.renew({}) is not None
+    # Checked (and last_seen written) at its catalog upload just now: not again in the window.
+    assert [sql for sql in statements if "workers" in sql] == []
+    monkeypatch.setattr(access, "SEEN_EVERY", 0.0)  # the window passed: checked again
+    await client.renew({})
+    touched = [sql.split()[0] for sql in statements if "workers" in sql]
+    assert touched == ["SELECT", "UPDATE"]
+    await client.aclose()
+
+
+async def test_worker_requests_do_not_wait_behind_participants(live_hub, monkeypatch) -> None:
+    """Every participant thread busy (slow job-list reads here): a worker still registers,
+    leases and completes, on its own threads; its job's end must not wait behind polls."""
+    import threading
+
+    from comfymulti.catalog.prompt import Submission
+    from comfymulti.db import transaction
+    from comfymulti.hub.app import DB_THREADS
+    from comfymulti.hub.services.users import get_user
+    from comfymulti.hub.workspaces import run_api
+
+    harness, url = live_hub()
+    harness.user("user002")
+    with transaction(harness.ctx.factory) as s:
+        harness.ctx.queue.submit(get_user(s, "user002"), Submission(simple_prompt(), {}))
+    release, blocked = threading.Event(), []
+    real = run_api._job_list
+
+    def stuck(*args):  # type: ignore[no-untyped-def]
+        blocked.append(1)
+        release.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(run_api, "_job_list", stuck)
+    client = HubClient(url, harness.worker_token())
+    async with httpx.AsyncClient(base_url=url, headers=harness.bearer("user002")) as web:
+        polls = [asyncio.create_task(web.get("/u/user002/api/jobs", params={"limit": n}))
+                 for n in range(1, DB_THREADS + 3)]
+        try:
+            with anyio.fail_after(5):
+                while len(blocked) < DB_THREADS:
+                    await asyncio.sleep(0.01)
+                await client.register("gpu-a", tiny_catalog())
+                job = await client.lease(wait=0)
+                assert job is not None
+                assert await client.complete(job.job_id, job.lease_id, "success") == "succeeded"
+        finally:
+            release.set()
+            await asyncio.gather(*polls)
+            await client.aclose()
+
+
+async def test_only_what_the_job_list_shows_invalidates_it(live_hub) -> None:
+    """Progress events come many times a second per job; cached job lists (every open
+    workspace polls one) are dropped only when the job starts or gets outputs."""
+    harness, url = live_hub()
+    harness.user("user002")
+    with httpx.Client(base_url=url) as c:
+        r = c.post("/api/v1/jobs", json={"prompt": simple_prompt()},
+                   headers=harness.bearer("user002"))
+        job_id = r.json()["id"]
+    client = HubClient(url, harness.worker_token())
+    await client.register("gpu-a", tiny_catalog())
+    job = await client.lease(wait=1)
+    assert job is not None
+    versions = harness.ctx.queue.notify.user_versions
+
+    async def relay(*events: tuple[int, str, dict]) -> int:
+        await client.events(job_id, job.lease_id, [
+            {"seq": seq, "type": kind, "data": {**data, "prompt_id": job_id}}
+            for seq, kind, data in events])
+        return max(versions.values())
+
+    leased = max(versions.values())
+    running = await relay((0, "execution_start", {}), (1, "executing", {"node": "2"}))
+    assert running != leased
+    progressed = await relay((2, "progress", {"value": 1, "max": 2, "node": "2"}),
+                             (3, "executing", {"node": "2"}))
+    assert progressed == running
+    assert await relay((4, "executed", {"node": "2", "output": {"text": ["x"]}})) != running
+    await client.aclose()

@@ -1,3 +1,8 @@
+from unittest.mock import patch
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from comfymulti.queue.scheduler import Candidate, order, pick
 
 
@@ -51,3 +56,24 @@ def test_pick_skips_jobs_the_worker_cannot_run() -> None:
     picked = pick("fair", jobs, {}, runnable=lambda r: r == "image")
     assert picked is not None and picked.seq == 2
     assert pick("fair", jobs, {}, runnable=lambda r: False) is None
+
+
+_JOBS = st.lists(st.tuples(st.integers(1, 4), st.booleans(), st.integers(0, 2),
+                           st.one_of(st.none(), st.integers(0, 3).map(float)),
+                           st.sampled_from(["a", "b"])), max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JOBS, st.dictionaries(st.integers(1, 4), st.integers(0, 5)),
+       st.sampled_from(["fifo", "fair", "priority"]), st.sampled_from(["a", "b", "ab"]))
+def test_pick_is_the_first_of_the_order_without_building_it(
+        rows: list[tuple[int, bool, int, float | None, str]], last: dict[int, int],
+        policy: str, runs: str) -> None:
+    """Every lease picks from the whole queue: one pass, never the whole order sorted."""
+    jobs = [job(seq, user, instructor=instructor and not seq % 3, priority=prio,
+                run_next_at=boost if not seq % 4 else None, req=req)
+            for seq, (user, instructor, prio, boost, req) in enumerate(rows, start=1)]
+    eligible = [j for j in jobs if j.requirements in runs]
+    expected = (order(policy, eligible, last) or [None])[0]
+    with patch("comfymulti.queue.scheduler.order", side_effect=AssertionError("sorted all")):
+        assert pick(policy, jobs, last, runnable=lambda r: r in runs) == expected

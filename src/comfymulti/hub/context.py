@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy import Engine
@@ -38,17 +38,22 @@ class HubContext:
     login_limiter: RateLimiter
     password_checks: PasswordChecks
     run: Offload  # `await hub.run(fn, *args)`: blocking work (database, hashing) off the loop
+    work: Offload  # the GPU workers' requests: never queued behind participants' work
     probe: Offload  # /health's own threads, so it answers even when `run`'s are all waiting
     job_lists: ViewCache  # participants' job-list answers, reused between changes
+    job_pages: ViewCache  # the same without positions and ETAs, between the user's changes
     credentials: Credentials  # who cookies and API tokens stand for, between changes
+    # (worker token id, worker id) → when its registration was last checked and its
+    # last_seen written (time.monotonic()); see access.current_worker.
+    workers_seen: dict[tuple[int, str], float] = field(default_factory=dict)
 
-    async def tx(self, fn: Callable[[Session], T]) -> T:
-        """`fn(session)` in one transaction, in a worker thread."""
+    async def tx(self, fn: Callable[[Session], T], pool: Offload | None = None) -> T:
+        """`fn(session)` in one transaction, in a thread of `pool` (default: `run`)."""
         def in_transaction() -> T:
             with transaction(self.factory) as s:
                 return fn(s)
 
-        return await self.run(in_transaction)
+        return await (pool or self.run)(in_transaction)
 
     def backups(self) -> dict[str, SetHealth]:
         """Each backup set's last success and age, from the status files `backup run` writes

@@ -89,6 +89,11 @@ def bind(host: str, port: int) -> socket.socket:
                           "an address of this machine, e.g. 127.0.0.1") from None
 
 
+# permessage-deflate on hub sockets: off. ComfyUI's messages are small JSON and binary
+# images (already compressed); under load, compressing them cost 6.5-8.5 % of the hub's
+# loop time (profiled, bench/load.py), time every owner's notification waits behind.
+WS_DEFLATE = False
+
 # glibc's mallopt parameter number for the mmap threshold, and the threshold we fix.
 _M_MMAP_THRESHOLD, _ONE_MIB = -3, 1 << 20
 
@@ -109,6 +114,16 @@ def _unmap_big_buffers() -> None:
 def serve(app: FastAPI, sock: socket.socket, header_timeout: float = HEADER_TIMEOUT) -> None:
     """Serve on `sock` (from `bind`) until SIGTERM or Ctrl-C, then stop cleanly and exit 0."""
     _unmap_big_buffers()
+    config = server_config(app, sock, header_timeout)
+    # uvicorn re-raises the signal it caught once it has shut down, with the handler that
+    # was there before it started: make that a clean exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    _Server(config, app.state.hub).run(sockets=[sock])
+
+
+def server_config(app: FastAPI, sock: socket.socket,
+                  header_timeout: float = HEADER_TIMEOUT) -> uvicorn.Config:
+    """How uvicorn serves the hub on `sock`."""
     host, port = sock.getsockname()[:2]
     protocol = type("HubHttp", (_HeaderDeadline,), {"header_timeout": header_timeout})
     # Keep idle connections as long as browsers and proxies expect (nginx keeps its own 75 s);
@@ -116,10 +131,7 @@ def serve(app: FastAPI, sock: socket.socket, header_timeout: float = HEADER_TIME
     # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1; the hub
     # decides that itself from hub.trusted_proxies (web/access.py client_address). No access
     # log: the proxy in front keeps one, and a line per poll costs the hub real CPU.
-    config = uvicorn.Config(app, host=host, port=port, log_config=None,
-                            timeout_graceful_shutdown=5, timeout_keep_alive=75,
-                            http=protocol, proxy_headers=False, access_log=False)
-    # uvicorn re-raises the signal it caught once it has shut down, with the handler that
-    # was there before it started: make that a clean exit.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    _Server(config, app.state.hub).run(sockets=[sock])
+    return uvicorn.Config(app, host=host, port=port, log_config=None,
+                          timeout_graceful_shutdown=5, timeout_keep_alive=75,
+                          http=protocol, proxy_headers=False, access_log=False,
+                          ws_per_message_deflate=WS_DEFLATE)

@@ -76,13 +76,24 @@ def order(
     return boosted + instructor + _ORDER[Policy(policy)](normal, last_dispatch)
 
 
+# The key whose smallest job each policy's order puts first (among jobs not boosted and not
+# an instructor's): pick needs that one job, not the whole order.
+_FIRST: dict[Policy, Callable[[Candidate, Mapping[int, int]], tuple[int, ...]]] = {
+    Policy.FIFO: lambda j, _last: (j.seq,),
+    Policy.FAIR: lambda j, last: (last.get(j.user_id, 0), j.seq),
+    Policy.PRIORITY: lambda j, _last: (-j.priority, j.seq),
+}
+
+
 def pick(
     policy: Policy,
     jobs: Iterable[Candidate],
     last_dispatch: Mapping[int, int],
     runnable: Callable[[str], bool] = lambda _req: True,
 ) -> Candidate | None:
-    """The job a worker should get now: the first in `order` among those it can run."""
+    """The job a worker should get now: the first in `order` among those it can run, found
+    in one pass (every lease asks, with the whole queue; sorting it all each time made
+    dispatch the hub's bottleneck in a burst)."""
     cache: dict[str, bool] = {}
 
     def ok(job: Candidate) -> bool:
@@ -91,5 +102,9 @@ def pick(
         return cache[job.requirements]
 
     eligible = [j for j in jobs if ok(j)]
-    ranked = order(policy, eligible, last_dispatch)
-    return ranked[0] if ranked else None
+    if boosted := [j for j in eligible if j.run_next_at is not None]:
+        return min(boosted, key=lambda j: j.run_next_at or 0.0)
+    if instructor := [j for j in eligible if j.instructor]:
+        return min(instructor, key=lambda j: j.seq)
+    first = _FIRST[Policy(policy)]
+    return min(eligible, key=lambda j: first(j, last_dispatch), default=None)

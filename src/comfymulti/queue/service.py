@@ -12,7 +12,6 @@ import base64
 import binascii
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Collection
@@ -74,6 +73,7 @@ class JobQueue:
         metrics: Metrics,
         catalogs: CatalogCache,
         offload: Offload,
+        workers: Offload,
     ) -> None:
         self.factory = factory
         self.settings = settings
@@ -82,8 +82,12 @@ class JobQueue:
         self.metrics = metrics
         self.catalogs = catalogs
         self._offload = offload
+        self._workers = workers  # the GPU workers' own threads (their long-poll's checks)
         self.notify = Notifier(bus, offload, self.remaining)
-        self._dispatch = threading.Lock()
+        # One dispatch at a time, waited for on the loop, run on a thread of its own: see
+        # _try_lease.
+        self._dispatch = asyncio.Lock()
+        self._dispatcher = Offload(1)
         self._executing: dict[str, str | None] = {}  # job id -> node ComfyUI runs now
         self._view: tuple[int, float, list[scheduler.Candidate],
                           dict[str, tuple[int, float]]] | None = None
@@ -182,8 +186,7 @@ class JobQueue:
     def order(self) -> list[scheduler.Candidate]:
         """The whole queue in the order it is expected to run."""
         with transaction(self.factory) as s:
-            candidates = store.queued_candidates(s)
-            last = store.last_dispatch(s)
+            candidates, last = store.queued_candidates(s)
             policy = self._policy(s)
         return scheduler.order(policy, candidates, last)
 
@@ -200,15 +203,27 @@ class JobQueue:
             return etas
         return {c.job_id: etas[c.job_id] for c in order if c.user_id == user_id}
 
-    def _queue_view(self, wanted: Collection[str] = ()
-                    ) -> tuple[list[scheduler.Candidate], dict[str, tuple[int, float]]]:
-        changes, now = self.notify.changes, time.time()
+    def cached_etas(self, wanted: Collection[str]) -> dict[str, tuple[int, float]] | None:
+        """Position and ETA of the `wanted` queued jobs from the shared computation while
+        `etas` would still use it, else None. No database work: safe on the loop."""
+        view = self._fresh_view(wanted)
+        return None if view is None else {j: view[3][j] for j in wanted if j in view[3]}
+
+    def _fresh_view(self, wanted: Collection[str]) -> tuple[
+            int, float, list[scheduler.Candidate], dict[str, tuple[int, float]]] | None:
         cached = self._view
         if cached is not None:
-            age = now - cached[1]
-            if (cached[0] == changes and age < ETA_TTL) or (
+            age = time.time() - cached[1]
+            if (cached[0] == self.notify.changes and age < ETA_TTL) or (
                     age < ETA_MIN_AGE and all(j in cached[3] for j in wanted)):
-                return cached[2], cached[3]
+                return cached
+        return None
+
+    def _queue_view(self, wanted: Collection[str] = ()
+                    ) -> tuple[list[scheduler.Candidate], dict[str, tuple[int, float]]]:
+        if (cached := self._fresh_view(wanted)) is not None:
+            return cached[2], cached[3]
+        changes, now = self.notify.changes, time.time()
         order = self.order()
         with transaction(self.factory) as s:
             estimator = Estimator(s)
@@ -223,11 +238,14 @@ class JobQueue:
 
     # --- workers ---------------------------------------------------------------------------
 
-    def _try_lease(self, worker_id: str) -> Job | None:
+    async def _try_lease(self, worker_id: str) -> Job | None:
         """Pick and lease one job, one dispatch at a time: two workers asking at once must
-        not both pick the same job (SQLite takes one writer at a time anyway)."""
-        with self._dispatch:
-            return self._lease_one(worker_id)
+        not both pick the same job. The others wait on the loop, not in a database thread:
+        20 workers waiting there held every such thread, and every request behind them. The
+        one dispatching never waits for a thread either: while it holds the turn, every
+        worker's next job waits for it (the drain's pace under load)."""
+        async with self._dispatch:
+            return await self._dispatcher(self._lease_one, worker_id)
 
     def _lease_one(self, worker_id: str) -> Job | None:
         now = time.time()
@@ -240,11 +258,7 @@ class JobQueue:
                 return None
             policy = self._policy(s)
             candidate = scheduler.pick(
-                policy,
-                store.queued_candidates(s),
-                store.last_dispatch(s),
-                lambda req: index.can_run(json.loads(req)),
-            )
+                policy, *store.queued_candidates(s), lambda req: index.can_run(json.loads(req)))
             if candidate is None:
                 return None
             job = store.lease(
@@ -264,15 +278,15 @@ class JobQueue:
             work = self.notify.work
             if self.notify.closing:
                 return None
-            job = await self._offload(self._try_lease, worker_id)
+            job = await self._try_lease(worker_id)
             if job is not None or (remaining := deadline - time.monotonic()) <= 0:
                 return job
-            if await self._offload(self._draining, worker_id):
+            if await self._workers(self._draining, worker_id):
                 return None  # answer a draining worker's long-poll at once
             try:
                 await asyncio.wait_for(work.wait(), remaining)
             except TimeoutError:
-                return await self._offload(self._try_lease, worker_id)
+                return await self._try_lease(worker_id)
 
     def _draining(self, worker_id: str) -> bool:
         with transaction(self.factory) as s:
@@ -311,6 +325,7 @@ class JobQueue:
         frame parts go to the sockets as bytes; only their size is stored."""
         now = time.time()
         fresh: list[dict[str, Any]] = []
+        listed = False  # whether the job list shows anything new (state, start, outputs)
         frames = _frame_parts(events)
         with transaction(self.factory) as s:
             job = store.renew(s, job_id, lease_id, now + self.settings.lease_seconds, worker_id)
@@ -321,6 +336,7 @@ class JobQueue:
                 seen.add(ev["seq"])
                 if job.state == JobState.LEASED:
                     job = store.mark_running(s, job_id, lease_id, now)
+                    listed = True
                 stored = ev["data"]
                 if (frame := frames.get(ev["seq"])) is not None:
                     stored = {"bytes": len(frame[0]), "more": frame[1]}
@@ -329,10 +345,11 @@ class JobQueue:
                     outputs = json.loads(job.outputs)
                     _merge_output(outputs, ev["data"])
                     store.set_outputs(s, job, outputs)
+                    listed = True
                 fresh.append(ev)
             user_id, client_id = job.user_id, job.client_id
-        if fresh:
-            self.notify.jobs_changed(user_id)  # states and outputs in the job list moved on
+        if listed:  # not for progress: cached job lists stay good (every poll would miss)
+            self.notify.jobs_changed(user_id)
         for ev in fresh:
             if ev["type"] == "executing":
                 if ev["data"].get("node") is None:

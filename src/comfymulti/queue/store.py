@@ -118,17 +118,16 @@ def counts_by_state(s: Session) -> dict[str, int]:
     return counts
 
 
-def queued_candidates(s: Session) -> list[Candidate]:
+def queued_candidates(s: Session) -> tuple[list[Candidate], dict[int, int]]:
+    """The queued jobs, and when each of their owners was last served (the fair policy's
+    turn), in one query: every dispatch asks, and users with nothing queued do not matter."""
     rows = s.execute(
         select(Job.seq, Job.id, Job.user_id, Job.priority, Job.instructor, Job.run_next_at,
-               Job.requirements)
+               Job.requirements, User.last_dispatch)
+        .join(User, User.id == Job.user_id)
         .where(Job.state == str(JobState.QUEUED))
-    )
-    return [Candidate(*row) for row in rows]
-
-
-def last_dispatch(s: Session) -> dict[int, int]:
-    return dict(s.execute(select(User.id, User.last_dispatch)).all())
+    ).all()
+    return [Candidate(*row[:-1]) for row in rows], {row[2]: row[-1] for row in rows}
 
 
 def _bump_counter(s: Session, key: str) -> int:

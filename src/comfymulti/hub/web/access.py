@@ -26,7 +26,7 @@ from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import sessions, workers
 from comfymulti.hub.services.auth import USER_TOKEN_PREFIX, needs_rehash, token_hash
 from comfymulti.hub.web import sessions as web_sessions
-from comfymulti.models import ApiToken, Job, LoginSession, User, Worker, WorkerToken
+from comfymulti.models import ApiToken, Job, LoginSession, User, WorkerToken
 from comfymulti.protocol import WORKER_ID_HEADER
 from comfymulti.queue.jobs import Role
 
@@ -231,23 +231,26 @@ async def worker_token(request: Request, hub: HubContext = Depends(get_hub)) -> 
 
 
 # A worker's last_seen is written at most this often: it feeds "online", not correctness.
-_SEEN_EVERY = 5.0
+SEEN_EVERY = 5.0
 
 
 async def current_worker(request: Request, token: WorkerToken = Depends(worker_token),
-                         hub: HubContext = Depends(get_hub)) -> Worker:
-    """The registered worker behind the token (the worker router's own dependency, solved
-    once per request) and X-Worker-Id."""
+                         hub: HubContext = Depends(get_hub)) -> str:
+    """The id of the registered worker behind the token and X-Worker-Id (the worker router's
+    own dependency, solved once per request). Checked in the database, and its last_seen
+    written, at most once per SEEN_EVERY: a worker makes several requests per job, and one
+    transaction (and thread hop) each for that was a large share of the hub's work."""
     worker_id = request.headers.get(WORKER_ID_HEADER, "")
+    key, now = (token.id, worker_id), time.monotonic()
+    if now - hub.workers_seen.get(key, -math.inf) < SEEN_EVERY:
+        return worker_id
 
-    def seen(s: Session) -> Worker:
-        worker = workers.get_worker(s, token, worker_id)
-        now = time.time()
-        if worker.last_seen < now - _SEEN_EVERY:
-            worker.last_seen = now
-        return worker
+    def seen(s: Session) -> None:
+        workers.get_worker(s, token, worker_id).last_seen = time.time()
 
-    return await hub.tx(seen)
+    await hub.tx(seen, hub.work)
+    hub.workers_seen[key] = now
+    return worker_id
 
 
 def own_workspace(me: User, user: str) -> User:

@@ -4,13 +4,14 @@ passes the limit; never buffered whole first."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -98,12 +99,18 @@ async def receive_file(request: Request, limit: int, data_dir: Path, purpose: st
                 size += len(chunk)
                 digest.update(chunk)
                 fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
+            await asyncio.to_thread(_to_disk, fh)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return Received(path=tmp, size=size, sha256=digest.hexdigest())
+
+
+def _to_disk(fh: BinaryIO) -> None:
+    """Flush and fsync, in a thread: waiting for the disk (milliseconds, seconds when it is
+    busy) on the loop would hold every socket and request of the hub meanwhile."""
+    fh.flush()
+    os.fsync(fh.fileno())
 
 
 async def read_model(request: Request, model: type[M], limit: int = SMALL_JSON) -> M:

@@ -208,11 +208,13 @@ def _etas(hub: HubContext, me: User, jobs: list[Job]) -> dict[str, tuple[int, fl
 
 
 @router.get("/api/jobs")
-def list_jobs(status: str | None = None, limit: int | None = Query(None),
-              offset: int = Query(0), sort_by: str = "created_at",
-              sort_order: str = "desc", workflow_id: str | None = None,
-              me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
-              ) -> Response:
+async def list_jobs(status: str | None = None, limit: int | None = Query(None),
+                    offset: int = Query(0), sort_by: str = "created_at",
+                    sort_order: str = "desc", workflow_id: str | None = None,
+                    me: User = Depends(workspace_owner), hub: HubContext = Depends(get_hub)
+                    ) -> Response:
+    """Every open workspace polls this every few seconds: an answer still current is sent
+    from the loop at once; only a changed list is read again, in a database thread."""
     wanted = status.split(",") if status else list(STATES_FOR)
     if not set(wanted) <= set(STATES_FOR):
         return comfy_message(f"invalid status: {status}", 400)
@@ -222,17 +224,53 @@ def list_jobs(status: str | None = None, limit: int | None = Query(None),
         return comfy_message("invalid limit or offset", 400)
     key = (me.id, status, limit, offset, sort_by, sort_order, workflow_id)
     version = hub.queue.notify.user_versions[me.id]
-    if (body := hub.job_lists.get(key, version)) is not None:
-        return Response(body, media_type="application/json")
-    states = [str(st) for w in wanted for st in STATES_FOR[w]]
-    page, total = _jobs_page(hub, me, states, workflow_id, sort_by, sort_order, offset, limit)
-    etas = _etas(hub, me, page)
-    body = {"jobs": [job_object(j, *etas.get(j.id, (None, None))) for j in page],
-            "pagination": {"offset": offset, "limit": limit if limit is not None else total,
-                           "total": total, "has_more": offset + len(page) < total}}
-    response = JSONResponse(body)
-    hub.job_lists.put(key, version, response.body, ETA_TTL if etas else REUSE_SECONDS)
-    return response
+    if (body := hub.job_lists.get(key, version)) is None:
+        page = hub.job_pages.get(key, version)
+        if page is not None:
+            if (body := _with_etas(hub, page)) is None:  # positions moved: compute them
+                body = await hub.run(_with_etas, hub, page, True)
+        else:
+            states = [str(st) for w in wanted for st in STATES_FOR[w]]
+            body, page = await hub.run(_job_list, hub, me, states, workflow_id, sort_by,
+                                       sort_order, offset, limit)
+            if page is not None:
+                hub.job_pages.put(key, version, page, REUSE_SECONDS)
+        hub.job_lists.put(key, version, body, ETA_TTL if page is not None else REUSE_SECONDS)
+    return Response(body, media_type="application/json")
+
+
+def _job_list(hub: HubContext, me: User, states: list[str], workflow_id: str | None,
+              sort_by: str, sort_order: str, offset: int, limit: int | None
+              ) -> tuple[bytes, bytes | None]:
+    """The /api/jobs answer, and when it shows queued jobs, the same without positions and
+    ETAs with the queued ids (for `_with_etas`). Blocking: in a thread."""
+    jobs, total = _jobs_page(hub, me, states, workflow_id, sort_by, sort_order, offset, limit)
+    pagination = {"offset": offset, "limit": limit if limit is not None else total,
+                  "total": total, "has_more": offset + len(jobs) < total}
+    etas = _etas(hub, me, jobs)
+    body = {"jobs": [job_object(j, *etas.get(j.id, (None, None))) for j in jobs],
+            "pagination": pagination}
+    queued = [j.id for j in jobs if j.state == JobState.QUEUED]
+    if not queued:
+        return JSONResponse(body).body, None
+    bare = {"jobs": [job_object(j) for j in jobs], "pagination": pagination}
+    return JSONResponse(body).body, json.dumps({"answer": bare, "queued": queued}).encode()
+
+
+def _with_etas(hub: HubContext, page: bytes, compute: bool = False) -> bytes | None:
+    """A job list read before, with the current positions and ETAs of its queued jobs. While
+    a queue drains positions move every few seconds, the user's jobs do not: no need to read
+    them again. Those positions come from the shared computation; when it is out of date,
+    None, or with `compute` it is done again (database work: then in a thread)."""
+    kept = json.loads(page)
+    etas = hub.queue.etas(wanted=kept["queued"]) if compute else hub.queue.cached_etas(
+        kept["queued"])
+    if etas is None:
+        return None
+    for obj in kept["answer"]["jobs"]:
+        if (eta := etas.get(obj["id"])) is not None:
+            obj["queue_position"], obj["eta_seconds"] = eta[0], round(eta[1], 1)
+    return JSONResponse(kept["answer"]).body
 
 
 def _jobs_page(hub: HubContext, me: User, states: list[str], workflow_id: str | None,
