@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,6 +22,9 @@ from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.web.viewcache import ViewCache
 from comfymulti.metrics import Metrics
 from comfymulti.queue.service import JobQueue
+
+if TYPE_CHECKING:
+    from comfymulti.hub.workspaces.run_api import JobPage
 
 T = TypeVar("T")
 
@@ -40,8 +43,8 @@ class HubContext:
     run: Offload  # `await hub.run(fn, *args)`: blocking work (database, hashing) off the loop
     work: Offload  # the GPU workers' requests: never queued behind participants' work
     probe: Offload  # /health's own threads, so it answers even when `run`'s are all waiting
-    job_lists: ViewCache  # participants' job-list answers, reused between changes
-    job_pages: ViewCache  # the same without positions and ETAs, between the user's changes
+    job_lists: ViewCache[bytes]  # participants' job-list answers, reused between changes
+    job_pages: ViewCache[JobPage]  # the same without positions and ETAs, between the user's changes
     credentials: Credentials  # who cookies and API tokens stand for, between changes
     # (worker token id, worker id) → when its registration was last checked and its
     # last_seen written (time.monotonic()); see access.current_worker.

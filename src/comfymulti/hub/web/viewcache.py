@@ -14,15 +14,18 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
-class ViewCache:
+class ViewCache(Generic[T]):
     def __init__(self, max_entries: int = 4096) -> None:
         self._max = max_entries
-        self._entries: OrderedDict[Hashable, tuple[int, float, bytes]] = OrderedDict()
+        self._entries: OrderedDict[Hashable, tuple[int, float, T]] = OrderedDict()
         self._lock = threading.Lock()  # handlers run in several threads
 
-    def get(self, key: Hashable, version: int) -> bytes | None:
+    def get(self, key: Hashable, version: int) -> T | None:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[0] != version or time.monotonic() > entry[1]:
@@ -30,7 +33,7 @@ class ViewCache:
             self._entries.move_to_end(key)
             return entry[2]
 
-    def put(self, key: Hashable, version: int, body: bytes, ttl: float = math.inf) -> None:
+    def put(self, key: Hashable, version: int, body: T, ttl: float = math.inf) -> None:
         """Keep `body` for `key` while the version stays `version`, at most `ttl` seconds."""
         with self._lock:
             self._entries[key] = (version, time.monotonic() + ttl, body)

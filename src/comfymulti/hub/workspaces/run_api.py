@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Query, Request
@@ -239,38 +240,46 @@ async def list_jobs(status: str | None = None, limit: int | None = Query(None),
     return Response(body, media_type="application/json")
 
 
+@dataclass(frozen=True)
+class JobPage:
+    """A job list without positions and ETAs, and the ids of its queued jobs: while a queue
+    drains positions move every few seconds, the user's jobs do not."""
+    jobs: list[dict[str, Any]]
+    pagination: dict[str, Any]
+    queued: frozenset[str]
+
+
 def _job_list(hub: HubContext, me: User, states: list[str], workflow_id: str | None,
               sort_by: str, sort_order: str, offset: int, limit: int | None
-              ) -> tuple[bytes, bytes | None]:
-    """The /api/jobs answer, and when it shows queued jobs, the same without positions and
-    ETAs with the queued ids (for `_with_etas`). Blocking: in a thread."""
+              ) -> tuple[bytes, JobPage | None]:
+    """The /api/jobs answer, and when it shows queued jobs, its JobPage (for `_with_etas`).
+    Blocking: in a thread."""
     jobs, total = _jobs_page(hub, me, states, workflow_id, sort_by, sort_order, offset, limit)
     pagination = {"offset": offset, "limit": limit if limit is not None else total,
                   "total": total, "has_more": offset + len(jobs) < total}
-    etas = _etas(hub, me, jobs)
-    body = {"jobs": [job_object(j, *etas.get(j.id, (None, None))) for j in jobs],
-            "pagination": pagination}
-    queued = [j.id for j in jobs if j.state == JobState.QUEUED]
-    if not queued:
-        return JSONResponse(body).body, None
-    bare = {"jobs": [job_object(j) for j in jobs], "pagination": pagination}
-    return JSONResponse(body).body, json.dumps({"answer": bare, "queued": queued}).encode()
+    bare = [job_object(j) for j in jobs]
+    queued = frozenset(j.id for j in jobs if j.state == JobState.QUEUED)
+    body = {"jobs": _placed(bare, _etas(hub, me, jobs)), "pagination": pagination}
+    return JSONResponse(body).body, JobPage(bare, pagination, queued) if queued else None
 
 
-def _with_etas(hub: HubContext, page: bytes, compute: bool = False) -> bytes | None:
-    """A job list read before, with the current positions and ETAs of its queued jobs. While
-    a queue drains positions move every few seconds, the user's jobs do not: no need to read
-    them again. Those positions come from the shared computation; when it is out of date,
-    None, or with `compute` it is done again (database work: then in a thread)."""
-    kept = json.loads(page)
-    etas = hub.queue.etas(wanted=kept["queued"]) if compute else hub.queue.cached_etas(
-        kept["queued"])
+def _placed(jobs: list[dict[str, Any]], etas: dict[str, tuple[int, float]]
+            ) -> list[dict[str, Any]]:
+    """Job list entries with the queue positions and ETAs of those waiting (new dicts: the
+    entries may be a kept page's, shared between polls)."""
+    return [{**obj, "queue_position": eta[0], "eta_seconds": round(eta[1], 1)}
+            if (eta := etas.get(obj["id"])) is not None else obj for obj in jobs]
+
+
+def _with_etas(hub: HubContext, page: JobPage, compute: bool = False) -> bytes | None:
+    """A job list read before, with the current positions and ETAs of its queued jobs, from
+    the shared computation; when that is out of date, None, or with `compute` it is done
+    again (database work: then in a thread). The kept page is shared: never changed."""
+    etas = hub.queue.etas(wanted=page.queued) if compute else hub.queue.cached_etas(
+        page.queued)
     if etas is None:
         return None
-    for obj in kept["answer"]["jobs"]:
-        if (eta := etas.get(obj["id"])) is not None:
-            obj["queue_position"], obj["eta_seconds"] = eta[0], round(eta[1], 1)
-    return JSONResponse(kept["answer"]).body
+    return JSONResponse({"jobs": _placed(page.jobs, etas), "pagination": page.pagination}).body
 
 
 def _jobs_page(hub: HubContext, me: User, states: list[str], workflow_id: str | None,
