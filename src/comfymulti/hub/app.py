@@ -127,6 +127,7 @@ def create_app(settings: Settings) -> FastAPI:
             if auto is not None:
                 auto.cancel()
             hub.queue.notify.close()
+            hub.credentials.close()
             hub.engine.dispose()
 
     app = FastAPI(title="ComfyMulti hub", version=__version__, lifespan=lifespan,

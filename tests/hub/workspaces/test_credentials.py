@@ -72,3 +72,58 @@ def test_logins_and_new_tokens_do_not_make_the_hub_forget_everyone(ws_hub) -> No
     assert _epoch(harness) == before
     _raw(harness, "UPDATE users SET disabled = 1 WHERE name = ?", "user003")
     assert _epoch(harness) != before
+
+
+def test_a_remembered_credential_is_checked_without_a_thread(ws_hub) -> None:
+    """Polls with a remembered cookie or token never queue for a lookup thread."""
+    harness, client = ws_hub
+    login(client, harness, "user002")
+    token = harness.bearer("user003")
+    credentials = harness.ctx.credentials
+    hops = []
+    offload = credentials._offload
+
+    async def counted(fn, *args):
+        hops.append(fn)
+        return await offload(fn, *args)
+
+    credentials._offload = counted
+    try:
+        for _ in range(10):
+            assert client.get("/u/user002/api/jobs").status_code == 200
+            assert client.get("/u/user003/api/jobs", headers=token).status_code == 200
+        assert len(hops) <= 2  # at most the first look-up of each credential
+        hops.clear()
+        _raw(harness, "UPDATE users SET disabled = 1 WHERE name = ?", "user003")
+        assert client.get("/u/user003/api/jobs", headers=token).status_code == 401
+        assert client.get("/u/user002/api/jobs").status_code == 200
+        assert len(hops) == 2  # the epoch moved: both looked up again, in a thread
+    finally:
+        credentials._offload = offload
+
+
+def test_the_epoch_read_on_the_loop_never_waits(tmp_path) -> None:
+    """Whatever holds the file (here a rollback-journal database locked exclusively), the
+    read on the loop answers None at once, and the caller asks in a thread instead."""
+    from sqlalchemy import create_engine
+
+    from comfymulti.hub.services.credentials import _EpochReader
+
+    path = tmp_path / "hub.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE hub_state (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("INSERT INTO hub_state VALUES ('auth_epoch', '7')")
+    reader = _EpochReader(create_engine(f"sqlite:///{path}"))
+    assert reader.read() == "7"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        assert reader.read() is None
+        assert time.monotonic() - started < 0.05
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert reader.read() == "7"
+    reader.close()
+    assert _EpochReader(create_engine("sqlite://")).read() is None  # no file: always a thread
