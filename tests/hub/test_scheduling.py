@@ -110,29 +110,108 @@ async def test_a_dispatch_reads_the_queue_once_and_not_every_account(live_hub) -
     assert not [sql for sql in reads if "FROM users" in sql and "JOIN" not in sql], reads
 
 
-def test_workers_waiting_for_a_dispatch_hold_no_database_thread(make_hub, monkeypatch) -> None:
-    """Dispatch is one at a time; 20 workers asking at once used to wait for it inside the
-    database threads, holding all of them, and every request queued behind them. The one
-    dispatching has a thread of its own, so it never waits behind other work for one."""
+def test_workers_asking_at_once_share_one_dispatch_pass(make_hub, monkeypatch) -> None:
+    """20 workers asking at once used to get a dispatch each, one after another, each
+    reading the whole queue: that set the drain's pace in a burst. Now those asking while a
+    pass runs are served by the next one; passes never overlap and hold none of the shared
+    database threads."""
     import asyncio
     import threading
     import time
 
     harness = make_hub()
     queue, shared = harness.ctx.queue, (harness.ctx.run.limiter, harness.ctx.work.limiter)
-    held: list[float] = []  # shared database threads in use during each dispatch
+    passes: list[list[str]] = []
+    held: list[float] = []  # shared database threads in use during each pass
     inside = threading.Lock()
 
-    def lease_one(worker_id: str) -> None:
-        assert inside.acquire(blocking=False), "two dispatches at once"
+    def lease_batch(worker_ids: list[str]) -> list[None]:
+        assert inside.acquire(blocking=False), "two dispatch passes at once"
+        passes.append(worker_ids)
         held.append(sum(limiter.borrowed_tokens for limiter in shared))
-        time.sleep(0.02)
+        time.sleep(0.05)
         inside.release()
+        return [None] * len(worker_ids)
 
-    monkeypatch.setattr(queue, "_lease_one", lease_one)
+    monkeypatch.setattr(queue, "_lease_batch", lease_batch)
 
-    async def ask() -> None:
-        await asyncio.gather(*(queue.lease(f"w{n}", 0) for n in range(5)))
+    async def ask() -> list[object]:
+        first = asyncio.create_task(queue.lease("w0", 0))
+        await asyncio.sleep(0.01)  # w0's pass is running: the others wait for the next
+        return await asyncio.gather(first, *(queue.lease(f"w{n}", 0) for n in range(1, 6)))
 
-    asyncio.run(ask())
-    assert held == [0] * 5
+    assert asyncio.run(ask()) == [None] * 6
+    assert passes == [["w0"], ["w1", "w2", "w3", "w4", "w5"]]
+    assert held == [0, 0]
+
+
+async def test_one_pass_leases_distinct_jobs_in_fair_order(live_hub) -> None:
+    """Six workers asking at once: six different jobs, the five users served once each
+    before anyone twice, from at most two reads of the queue."""
+    from collections import Counter
+
+    from sqlalchemy import event
+
+    harness, url = live_hub()
+    users = [_user(harness, f"u{n}") for n in range(5)]
+    for _ in range(2):
+        for user in users:
+            harness.ctx.queue.submit(user, Submission(simple_prompt(), {}))
+    token = harness.worker_token()
+    clients = [HubClient(url, token) for _ in range(6)]
+    for n, client in enumerate(clients):
+        await client.register(f"w{n}", tiny_catalog())
+    reads: list[str] = []
+
+    def count(_c, _cur, sql: str, *_a) -> None:
+        if "FROM jobs JOIN users" in sql:
+            reads.append(sql)
+
+    event.listen(harness.ctx.engine, "before_cursor_execute", count)
+    try:
+        async with anyio.create_task_group() as tg:
+            leased: list = []
+
+            async def ask(client: HubClient) -> None:
+                leased.append(await client.lease(wait=0))
+
+            for client in clients:
+                tg.start_soon(ask, client)
+    finally:
+        event.remove(harness.ctx.engine, "before_cursor_execute", count)
+        for client in clients:
+            await client.aclose()
+    assert None not in leased and len({job.job_id for job in leased}) == 6
+    owners = Counter(harness.ctx.queue.get(job.job_id).user_id for job in leased)
+    assert len(owners) == 5 and max(owners.values()) == 2
+    assert 1 <= len(reads) <= 6  # one per pass; passes group whoever is waiting
+
+
+def test_a_job_leased_for_a_worker_that_left_goes_back(make_hub, monkeypatch) -> None:
+    """A worker's request ended (its connection dropped) while its pass was leasing: the
+    job is released at once, not held until the lease expires."""
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    queue = make_hub().ctx.queue
+    running = threading.Event()
+    released: list[tuple[str, ...]] = []
+
+    def lease_batch(worker_ids: list[str]) -> list[object]:
+        running.set()
+        time.sleep(0.1)
+        return [SimpleNamespace(id="job1", lease_id="lease1")]
+
+    monkeypatch.setattr(queue, "_lease_batch", lease_batch)
+    monkeypatch.setattr(queue, "release", lambda *args: released.append(args))
+
+    async def leave() -> None:
+        asker = asyncio.create_task(queue.lease("w0", 0))
+        await asyncio.to_thread(running.wait, 5)
+        asker.cancel()
+        await asyncio.sleep(0.3)
+
+    asyncio.run(leave())
+    assert released == [("job1", "lease1", "w0")]

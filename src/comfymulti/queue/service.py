@@ -1,8 +1,8 @@
 """JobQueue: submit, cancel, run next, lease, renew, complete. The entry point for the hub's
 routes and the CLI alike; nothing else decides what happens to a job.
 
-DB work happens in short transactions on the event-loop thread: with SQLite there is one writer
-anyway, and keeping it on one thread means no lock contention between requests.
+Its methods are blocking (short transactions; the hub calls them in threads), except the
+workers' lease long-poll, which waits on the event loop and hands dispatch to one thread.
 """
 
 from __future__ import annotations
@@ -84,9 +84,9 @@ class JobQueue:
         self._offload = offload
         self._workers = workers  # the GPU workers' own threads (their long-poll's checks)
         self.notify = Notifier(bus, offload, self.remaining)
-        # One dispatch at a time, waited for on the loop, run on a thread of its own: see
-        # _try_lease.
-        self._dispatch = asyncio.Lock()
+        # Workers asking for a job, served together by the next dispatch pass (_try_lease).
+        self._asking: list[tuple[str, asyncio.Future[Job | None]]] = []
+        self._passes: asyncio.Task[None] | None = None
         self._dispatcher = Offload(1)
         self._executing: dict[str, str | None] = {}  # job id -> node ComfyUI runs now
         self._view: tuple[int, float, list[scheduler.Candidate],
@@ -239,37 +239,80 @@ class JobQueue:
     # --- workers ---------------------------------------------------------------------------
 
     async def _try_lease(self, worker_id: str) -> Job | None:
-        """Pick and lease one job, one dispatch at a time: two workers asking at once must
-        not both pick the same job. The others wait on the loop, not in a database thread:
-        20 workers waiting there held every such thread, and every request behind them. The
-        one dispatching never waits for a thread either: while it holds the turn, every
-        worker's next job waits for it (the drain's pace under load)."""
-        async with self._dispatch:
-            return await self._dispatcher(self._lease_one, worker_id)
+        """Pick and lease one job. Workers asking while a dispatch pass runs are all served
+        by the next one: one read of the queue and one transaction for all of them (a pass
+        per worker, each reading the whole queue, set the drain's pace in a burst). One pass
+        at a time, so two workers never get the same job; the askers wait on the loop, the
+        pass runs on a thread of its own (never queued behind other database work)."""
+        answer: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
+        self._asking.append((worker_id, answer))
+        if self._passes is None or self._passes.done():
+            self._passes = asyncio.create_task(self._dispatch_passes())
+        return await answer
 
-    def _lease_one(self, worker_id: str) -> Job | None:
+    async def _dispatch_passes(self) -> None:
+        while self._asking:
+            asking, self._asking = self._asking, []
+            try:
+                jobs = await self._dispatcher(self._lease_batch, [w for w, _ in asking])
+            except asyncio.CancelledError:  # the hub is stopping
+                for _, answer in asking + self._asking:
+                    answer.cancel()
+                raise
+            except Exception as exc:  # e.g. the database is busy: each asker gets the 503
+                for _, answer in asking:
+                    if not answer.done():
+                        answer.set_exception(exc)
+                continue
+            for (worker_id, answer), job in zip(asking, jobs, strict=True):
+                if not answer.done():
+                    answer.set_result(job)
+                elif job is not None:  # the asker left meanwhile: the job goes back at once
+                    await self._dispatcher(self.release, job.id, job.lease_id or "", worker_id)
+
+    def _lease_batch(self, worker_ids: list[str]) -> list[Job | None]:
+        """One job or None for each asking worker, in the order they asked, from one read of
+        the queue, in one transaction."""
         now = time.time()
+        leased: list[Job | None] = []
         with transaction(self.factory) as s:
-            worker = s.get(Worker, worker_id)
-            if worker is None or worker.draining or store.dispatch_paused(s):
-                return None
-            index = self.catalogs.index(s, worker.catalog_hash)
-            if index is None:
-                return None
+            if store.dispatch_paused(s):
+                return [None] * len(worker_ids)
             policy = self._policy(s)
-            candidate = scheduler.pick(
-                policy, *store.queued_candidates(s), lambda req: index.can_run(json.loads(req)))
-            if candidate is None:
-                return None
-            job = store.lease(
-                s, candidate, worker_id=worker_id, lease_id=str(uuid.uuid4()),
-                expires_at=now + self.settings.lease_seconds, now=now,
-            )
-        self.metrics.dispatched.labels(policy=str(policy)).inc()
-        if job.attempts == 1:
-            self.metrics.wait_seconds.observe(now - job.created_at)
-        self.notify.user(job.user_id)
-        return job
+            candidates, last = store.queued_candidates(s)
+            for worker_id in worker_ids:
+                candidate = self._pick(s, worker_id, policy, candidates, last) if candidates \
+                    else None
+                if candidate is None:
+                    leased.append(None)
+                    continue
+                job, last[candidate.user_id] = store.lease(
+                    s, candidate, worker_id=worker_id, lease_id=str(uuid.uuid4()),
+                    expires_at=now + self.settings.lease_seconds, now=now,
+                )
+                candidates.remove(candidate)
+                leased.append(job)
+        for job in leased:
+            if job is None:
+                continue
+            self.metrics.dispatched.labels(policy=str(policy)).inc()
+            if job.attempts == 1:
+                self.metrics.wait_seconds.observe(now - job.created_at)
+            self.notify.user(job.user_id)
+        return leased
+
+    def _pick(self, s: Session, worker_id: str, policy: Policy,
+              candidates: list[scheduler.Candidate], last: dict[int, int]
+              ) -> scheduler.Candidate | None:
+        """The job this worker should run next, if it takes work and can run one."""
+        worker = s.get(Worker, worker_id)
+        if worker is None or worker.draining:
+            return None
+        index = self.catalogs.index(s, worker.catalog_hash)
+        if index is None:
+            return None
+        return scheduler.pick(policy, candidates, last,
+                              lambda req: index.can_run(json.loads(req)))
 
     async def lease(self, worker_id: str, wait: float) -> Job | None:
         """A job for this worker, waiting up to `wait` seconds for one to arrive."""

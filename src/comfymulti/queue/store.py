@@ -183,7 +183,8 @@ def set_state(s: Session, key: str, value: str) -> None:
 # --- leases ----------------------------------------------------------------------------------
 
 def lease(s: Session, job: Candidate, *, worker_id: str, lease_id: str, expires_at: float,
-          now: float) -> Job:
+          now: float) -> tuple[Job, int]:
+    """Lease `job` to the worker; also returns the dispatch tick now its owner's turn."""
     leased = _transition(
         s, job.job_id, [JobState.QUEUED], JobState.LEASED, now=now, reason=f"worker {worker_id}",
         values={"worker_id": worker_id, "lease_id": lease_id, "lease_expires_at": expires_at,
@@ -191,7 +192,7 @@ def lease(s: Session, job: Candidate, *, worker_id: str, lease_id: str, expires_
     )
     tick = _bump_counter(s, "dispatch_counter")
     s.execute(update(User).where(User.id == job.user_id).values(last_dispatch=tick))
-    return leased
+    return leased, tick
 
 
 def renew(s: Session, job_id: str, lease_id: str, expires_at: float,
