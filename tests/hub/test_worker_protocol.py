@@ -125,6 +125,35 @@ async def test_worker_requests_touch_the_worker_row_once_per_window(live_hub,
     await client.aclose()
 
 
+async def test_requests_during_a_worker_check_share_it(live_hub, monkeypatch) -> None:
+    """A worker's requests arriving while its check is under way wait for that check rather
+    than each starting one (under load each did, a third of the hub's writes)."""
+    import asyncio
+    import time
+
+    from comfymulti.hub.services import workers
+    from comfymulti.hub.web import access
+
+    harness, url = live_hub()
+    client = HubClient(url, harness.worker_token())
+    await client.register("gpu-a", tiny_catalog())
+    checks: list[str] = []
+    get_worker = workers.get_worker
+
+    def slow_check(s, token, worker_id):
+        checks.append(worker_id)
+        time.sleep(0.3)
+        return get_worker(s, token, worker_id)
+
+    monkeypatch.setattr(workers, "get_worker", slow_check)
+    monkeypatch.setattr(access, "SEEN_EVERY", 0.2)
+    await asyncio.sleep(0.25)  # the window since registration has passed
+    answers = await asyncio.gather(*(client.renew({}) for _ in range(6)))
+    assert all(a is not None for a in answers)
+    assert len(checks) == 1
+    await client.aclose()
+
+
 async def test_worker_requests_do_not_wait_behind_participants(live_hub, monkeypatch) -> None:
     """Every participant thread busy (slow job-list reads here): a worker still registers,
     leases and completes, on its own threads; its job's end must not wait behind polls."""

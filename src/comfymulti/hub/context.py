@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,8 +48,9 @@ class HubContext:
     job_pages: ViewCache[JobPage]  # the same without positions and ETAs, between the user's changes
     credentials: Credentials  # who cookies and API tokens stand for, between changes
     # (worker token id, worker id) → when its registration was last checked and its
-    # last_seen written (time.monotonic()); see access.current_worker.
-    workers_seen: dict[tuple[int, str], float] = field(default_factory=dict)
+    # last_seen written (time.monotonic()), and that check; see access.current_worker.
+    workers_seen: dict[tuple[int, str], tuple[float, asyncio.Future[None]]] = field(
+        default_factory=dict)
 
     async def tx(self, fn: Callable[[Session], T], pool: Offload | None = None) -> T:
         """`fn(session)` in one transaction, in a thread of `pool` (default: `run`)."""

@@ -239,17 +239,24 @@ async def current_worker(request: Request, token: WorkerToken = Depends(worker_t
     """The id of the registered worker behind the token and X-Worker-Id (the worker router's
     own dependency, solved once per request). Checked in the database, and its last_seen
     written, at most once per SEEN_EVERY: a worker makes several requests per job, and one
-    transaction (and thread hop) each for that was a large share of the hub's work."""
+    transaction (and thread hop) each for that was a large share of the hub's work. Requests
+    arriving while a check is under way wait for that one: under load each started its own,
+    and the checks themselves became a third of the hub's writes."""
     worker_id = request.headers.get(WORKER_ID_HEADER, "")
     key, now = (token.id, worker_id), time.monotonic()
-    if now - hub.workers_seen.get(key, -math.inf) < SEEN_EVERY:
-        return worker_id
+    known = hub.workers_seen.get(key)
+    if known is None or now - known[0] >= SEEN_EVERY:
 
-    def seen(s: Session) -> None:
-        workers.get_worker(s, token, worker_id).last_seen = time.time()
+        def seen(s: Session) -> None:
+            workers.get_worker(s, token, worker_id).last_seen = time.time()
 
-    await hub.tx(seen, hub.work)
-    hub.workers_seen[key] = now
+        known = hub.workers_seen[key] = (now, asyncio.ensure_future(hub.tx(seen, hub.work)))
+    try:
+        await asyncio.shield(known[1])
+    except Exception:
+        if hub.workers_seen.get(key) is known:  # not remembered: the next request asks again
+            del hub.workers_seen[key]
+        raise
     return worker_id
 
 
