@@ -31,7 +31,9 @@ from comfymulti.protocol import WORKER_ID_HEADER
 from comfymulti.queue.jobs import Role
 
 
-def get_hub(request: Request) -> HubContext:
+async def get_hub(request: Request) -> HubContext:
+    """Async on purpose: FastAPI runs a plain `def` dependency in a thread, one hop per
+    request."""
     return request.app.state.hub  # type: ignore[no-any-return]
 
 
