@@ -215,3 +215,37 @@ def test_a_job_leased_for_a_worker_that_left_goes_back(make_hub, monkeypatch) ->
 
     asyncio.run(leave())
     assert released == [("job1", "lease1", "w0")]
+
+
+def test_dispatch_goes_on_when_giving_a_job_back_fails(make_hub, monkeypatch) -> None:
+    """The give-back above failing (say, the database busy) leaves the job to the reaper;
+    the next worker asking is still served."""
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from comfymulti.errors import Unavailable
+
+    queue = make_hub().ctx.queue
+    running = threading.Event()
+
+    def lease_batch(worker_ids: list[str]) -> list[object]:
+        running.set()
+        time.sleep(0.1)
+        return [SimpleNamespace(id="job1", lease_id="lease1")] * len(worker_ids)
+
+    def release(*_args: str) -> None:
+        raise Unavailable("the database is busy")
+
+    monkeypatch.setattr(queue, "_lease_batch", lease_batch)
+    monkeypatch.setattr(queue, "release", release)
+
+    async def leave_then_ask() -> object:
+        asker = asyncio.create_task(queue.lease("w0", 0))
+        await asyncio.to_thread(running.wait, 5)
+        asker.cancel()
+        await asyncio.sleep(0.3)
+        return await asyncio.wait_for(queue.lease("w1", 0), 5)
+
+    assert asyncio.run(leave_then_ask()).id == "job1"

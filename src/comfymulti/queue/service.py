@@ -268,7 +268,12 @@ class JobQueue:
                 if not answer.done():
                     answer.set_result(job)
                 elif job is not None:  # the asker left meanwhile: the job goes back at once
-                    await self._dispatcher(self.release, job.id, job.lease_id or "", worker_id)
+                    try:
+                        await self._dispatcher(self.release, job.id, job.lease_id or "",
+                                               worker_id)
+                    except Exception:  # its lease expires instead; the reaper requeues it
+                        log.exception("could not give back job %s", job.id,
+                                      extra={"action": "release"})
 
     def _lease_batch(self, worker_ids: list[str]) -> list[Job | None]:
         """One job or None for each asking worker, in the order they asked, from one read of
