@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from collections import Counter
+from types import SimpleNamespace
+
 import anyio
 import pytest
+from sqlalchemy import event
 
 from comfymulti.catalog.prompt import Submission
-from comfymulti.errors import QuotaExceeded
+from comfymulti.errors import QuotaExceeded, Unavailable
 from comfymulti.queue.jobs import Role
 from comfymulti.worker.hub_client import HubClient
 from tests.conftest import simple_prompt, tiny_catalog
@@ -92,8 +99,6 @@ async def test_admin_run_next_and_per_user_and_global_caps(make_hub) -> None:
 async def test_a_dispatch_reads_the_queue_once_and_not_every_account(live_hub) -> None:
     """Every job's lease picks from the whole queue: the queued jobs and their owners' turns
     come in one query, and the hundreds of accounts with nothing queued are not read."""
-    from sqlalchemy import event
-
     harness, url = live_hub()
     a = _user(harness, "a")
     for name in ("idle1", "idle2", "idle3"):
@@ -115,10 +120,6 @@ def test_workers_asking_at_once_share_one_dispatch_pass(make_hub, monkeypatch) -
     reading the whole queue: that set the drain's pace in a burst. Now those asking while a
     pass runs are served by the next one; passes never overlap and hold none of the shared
     database threads."""
-    import asyncio
-    import threading
-    import time
-
     harness = make_hub()
     queue, shared = harness.ctx.queue, (harness.ctx.run.limiter, harness.ctx.work.limiter)
     passes: list[list[str]] = []
@@ -148,10 +149,6 @@ def test_workers_asking_at_once_share_one_dispatch_pass(make_hub, monkeypatch) -
 async def test_one_pass_leases_distinct_jobs_in_fair_order(live_hub) -> None:
     """Six workers asking at once: six different jobs, the five users served once each
     before anyone twice, from at most two reads of the queue."""
-    from collections import Counter
-
-    from sqlalchemy import event
-
     harness, url = live_hub()
     users = [_user(harness, f"u{n}") for n in range(5)]
     for _ in range(2):
@@ -187,30 +184,37 @@ async def test_one_pass_leases_distinct_jobs_in_fair_order(live_hub) -> None:
     assert 1 <= len(reads) <= 6  # one per pass; passes group whoever is waiting
 
 
-def test_a_job_leased_for_a_worker_that_left_goes_back(make_hub, monkeypatch) -> None:
-    """A worker's request ended (its connection dropped) while its pass was leasing: the
-    job is released at once, not held until the lease expires."""
-    import asyncio
-    import threading
-    import time
-    from types import SimpleNamespace
-
-    queue = make_hub().ctx.queue
+def _leasing_job1(queue, monkeypatch, release) -> threading.Event:
+    """Every dispatch pass takes 0.1 s and leases job1 to each asker; `release` stands in for
+    the give-back. The event is set once a pass runs."""
     running = threading.Event()
-    released: list[tuple[str, ...]] = []
 
     def lease_batch(worker_ids: list[str]) -> list[object]:
         running.set()
         time.sleep(0.1)
-        return [SimpleNamespace(id="job1", lease_id="lease1")]
+        return [SimpleNamespace(id="job1", lease_id="lease1")] * len(worker_ids)
 
     monkeypatch.setattr(queue, "_lease_batch", lease_batch)
-    monkeypatch.setattr(queue, "release", lambda *args: released.append(args))
+    monkeypatch.setattr(queue, "release", release)
+    return running
+
+
+async def _ask_then_leave(queue, running: threading.Event) -> None:
+    """Worker w0 asks, and its request ends while its pass is leasing."""
+    asker = asyncio.create_task(queue.lease("w0", 0))
+    await asyncio.to_thread(running.wait, 5)
+    asker.cancel()
+
+
+def test_a_job_leased_for_a_worker_that_left_goes_back(make_hub, monkeypatch) -> None:
+    """A worker's request ended (its connection dropped) while its pass was leasing: the
+    job is released at once, not held until the lease expires."""
+    queue = make_hub().ctx.queue
+    released: list[tuple[str, ...]] = []
+    running = _leasing_job1(queue, monkeypatch, lambda *args: released.append(args))
 
     async def leave() -> None:
-        asker = asyncio.create_task(queue.lease("w0", 0))
-        await asyncio.to_thread(running.wait, 5)
-        asker.cancel()
+        await _ask_then_leave(queue, running)
         await asyncio.sleep(0.3)
 
     asyncio.run(leave())
@@ -220,32 +224,16 @@ def test_a_job_leased_for_a_worker_that_left_goes_back(make_hub, monkeypatch) ->
 def test_dispatch_goes_on_when_giving_a_job_back_fails(make_hub, monkeypatch) -> None:
     """The give-back above failing (say, the database busy) leaves the job to the reaper;
     a worker that asked meanwhile is still served."""
-    import asyncio
-    import threading
-    import time
-    from types import SimpleNamespace
-
-    from comfymulti.errors import Unavailable
-
     queue = make_hub().ctx.queue
-    running = threading.Event()
-
-    def lease_batch(worker_ids: list[str]) -> list[object]:
-        running.set()
-        time.sleep(0.1)
-        return [SimpleNamespace(id="job1", lease_id="lease1")] * len(worker_ids)
 
     def release(*_args: str) -> None:
         time.sleep(0.2)
         raise Unavailable("the database is busy")
 
-    monkeypatch.setattr(queue, "_lease_batch", lease_batch)
-    monkeypatch.setattr(queue, "release", release)
+    running = _leasing_job1(queue, monkeypatch, release)
 
     async def leave_then_ask() -> object:
-        asker = asyncio.create_task(queue.lease("w0", 0))
-        await asyncio.to_thread(running.wait, 5)
-        asker.cancel()
+        await _ask_then_leave(queue, running)
         await asyncio.sleep(0.15)  # the pass is giving w0's job back now
         return await asyncio.wait_for(queue.lease("w1", 0), 5)
 

@@ -286,8 +286,7 @@ class JobQueue:
             policy = self._policy(s)
             candidates, last = store.queued_candidates(s)
             for worker_id in worker_ids:
-                candidate = self._pick(s, worker_id, policy, candidates, last) if candidates \
-                    else None
+                candidate = self._pick(s, worker_id, policy, candidates, last)
                 if candidate is None:
                     leased.append(None)
                     continue
@@ -310,6 +309,8 @@ class JobQueue:
               candidates: list[scheduler.Candidate], last: dict[int, int]
               ) -> scheduler.Candidate | None:
         """The job this worker should run next, if it takes work and can run one."""
+        if not candidates:
+            return None
         worker = s.get(Worker, worker_id)
         if worker is None or worker.draining:
             return None
