@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
 from alembic.util.exc import CommandError
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -59,8 +59,9 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-# SQL that makes pysqlite open a write transaction (it runs reads before one in autocommit).
-_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+# SQL that makes pysqlite open a write transaction (it runs reads before one in autocommit),
+# and the statement write_transaction opens one with.
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN IMMEDIATE")
 _HOLDS = "comfymulti_writer"
 
 
@@ -112,9 +113,26 @@ RETRY_AFTER_SECONDS = 5
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One short unit of work: commit on success, roll back on any error. A database held by
     another writer past the busy timeout becomes Unavailable (503 with Retry-After)."""
+    with _busy_is_unavailable(), factory() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def write_transaction(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """A connection in a transaction that holds the write lock from its start, so savepoints
+    nest inside it. (pysqlite opens a transaction only before a write: a first SAVEPOINT
+    would open one itself, and its RELEASE would commit it.) Commit on success."""
+    engine = factory.kw["bind"]
+    with _busy_is_unavailable(), engine.connect() as conn, conn.begin():
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        yield conn
+
+
+@contextmanager
+def _busy_is_unavailable() -> Iterator[None]:
     try:
-        with factory() as session, session.begin():
-            yield session
+        yield
     except OperationalError as exc:
         if _busy(exc):
             raise Unavailable("the database is busy; try again in a few seconds",

@@ -2,7 +2,9 @@
 routes and the CLI alike; nothing else decides what happens to a job.
 
 Its methods are blocking (short transactions; the hub calls them in threads), except the
-workers' lease long-poll, which waits on the event loop and hands dispatch to one thread.
+GPU workers' calls: their lease long-poll waits on the event loop and hands dispatch to one
+thread, and their reports (renewals, events, outputs, completions) go to one writer thread
+that commits many of them per transaction (group_commit).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from comfymulti.config import QueueSettings
 from comfymulti.db import transaction
 from comfymulti.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from comfymulti.events import EventBus
+from comfymulti.group_commit import After, GroupCommit
 from comfymulti.metrics import Metrics
 from comfymulti.models import Job, Output, User, Worker
 from comfymulti.protocol import BINARY_EVENT, FramePart
@@ -88,6 +91,7 @@ class JobQueue:
         self._asking: list[tuple[str, asyncio.Future[Job | None]]] = []
         self._passes: asyncio.Task[None] | None = None
         self._dispatcher = Offload(1)
+        self._writes = GroupCommit(factory)
         self._executing: dict[str, str | None] = {}  # job id -> node ComfyUI runs now
         self._view: tuple[int, float, list[scheduler.Candidate],
                           dict[str, tuple[int, float]]] | None = None
@@ -269,8 +273,7 @@ class JobQueue:
                     answer.set_result(job)
                 elif job is not None:  # the asker left meanwhile: the job goes back at once
                     try:
-                        await self._dispatcher(self.release, job.id, job.lease_id or "",
-                                               worker_id)
+                        await self.release(job.id, job.lease_id or "", worker_id)
                     except Exception:  # its lease expires instead; the reaper requeues it
                         log.exception("could not give back job %s", job.id,
                                       extra={"action": "release"})
@@ -342,11 +345,13 @@ class JobQueue:
             worker = s.get(Worker, worker_id)
             return worker is None or worker.draining
 
-    def renew(self, worker_id: str, leases: dict[str, str]) -> tuple[list[str], list[str]]:
+    async def renew(self, worker_id: str, leases: dict[str, str]
+                    ) -> tuple[list[str], list[str]]:
         """Extend this worker's leases: (jobs whose lease is lost, jobs to cancel)."""
-        lost, cancel = [], []
         until = time.time() + self.settings.lease_seconds
-        with transaction(self.factory) as s:
+
+        def unit(s: Session, _after: After) -> tuple[list[str], list[str]]:
+            lost, cancel = [], []
             for job_id, lease_id in leases.items():
                 try:
                     job = store.renew(s, job_id, lease_id, until)
@@ -357,7 +362,9 @@ class JobQueue:
                     lost.append(job_id)
                 elif job.cancel_requested:
                     cancel.append(job_id)
-        return lost, cancel
+            return lost, cancel
+
+        return await self._writes(unit)
 
     def executing(self, job_id: str) -> str | None:
         """The node ComfyUI last said it runs for this job (None before the first)."""
@@ -367,36 +374,50 @@ class JobQueue:
         with transaction(self.factory) as s:
             return store.held_job(s, job_id, lease_id, worker_id)
 
-    def record_events(self, job_id: str, lease_id: str, events: list[dict[str, Any]],
-                      worker_id: str | None = None) -> Job:
+    async def record_events(self, job_id: str, lease_id: str, events: list[dict[str, Any]],
+                            worker_id: str | None = None) -> Job:
         """Store relayed ComfyUI events in order (duplicates by seq are ignored), renew the
-        lease, and pass them on to the job owner's sockets. One short transaction. Binary
-        frame parts go to the sockets as bytes; only their size is stored."""
+        lease, and pass them on to the job owner's sockets. Binary frame parts go to the
+        sockets as bytes; only their size is stored."""
+        frames = (await self._workers(_frame_parts, events)
+                  if any(ev["type"] == BINARY_EVENT for ev in events) else {})
+        return await self._writes(
+            lambda s, after: self._record_events(s, after, job_id, lease_id, events, frames,
+                                                 worker_id))
+
+    def _record_events(self, s: Session, after: After, job_id: str, lease_id: str,
+                       events: list[dict[str, Any]], frames: dict[int, tuple[bytes, bool]],
+                       worker_id: str | None) -> Job:
         now = time.time()
         fresh: list[dict[str, Any]] = []
         listed = False  # whether the job list shows anything new (state, start, outputs)
-        frames = _frame_parts(events)
-        with transaction(self.factory) as s:
-            job = store.renew(s, job_id, lease_id, now + self.settings.lease_seconds, worker_id)
-            seen = store.seen_seqs(s, job_id, job.attempts, [ev["seq"] for ev in events])
-            for ev in sorted(events, key=lambda e: e["seq"]):
-                if ev["seq"] in seen:
-                    continue
-                seen.add(ev["seq"])
-                if job.state == JobState.LEASED:
-                    job = store.mark_running(s, job_id, lease_id, now)
-                    listed = True
-                stored = ev["data"]
-                if (frame := frames.get(ev["seq"])) is not None:
-                    stored = {"bytes": len(frame[0]), "more": frame[1]}
-                store.add_worker_event(s, job, ev["seq"], ev["type"], stored, now)
-                if ev["type"] == "executed":
-                    outputs = json.loads(job.outputs)
-                    _merge_output(outputs, ev["data"])
-                    store.set_outputs(s, job, outputs)
-                    listed = True
-                fresh.append(ev)
-            user_id, client_id = job.user_id, job.client_id
+        job = store.renew(s, job_id, lease_id, now + self.settings.lease_seconds, worker_id)
+        seen = store.seen_seqs(s, job_id, job.attempts, [ev["seq"] for ev in events])
+        for ev in sorted(events, key=lambda e: e["seq"]):
+            if ev["seq"] in seen:
+                continue
+            seen.add(ev["seq"])
+            if job.state == JobState.LEASED:
+                job = store.mark_running(s, job_id, lease_id, now)
+                listed = True
+            stored = ev["data"]
+            if (frame := frames.get(ev["seq"])) is not None:
+                stored = {"bytes": len(frame[0]), "more": frame[1]}
+            store.add_worker_event(s, job, ev["seq"], ev["type"], stored, now)
+            if ev["type"] == "executed":
+                outputs = json.loads(job.outputs)
+                _merge_output(outputs, ev["data"])
+                store.set_outputs(s, job, outputs)
+                listed = True
+            fresh.append(ev)
+        user_id, client_id = job.user_id, job.client_id
+        after.append(lambda: self._relay(job_id, user_id, client_id, fresh, frames, listed))
+        return job
+
+    def _relay(self, job_id: str, user_id: int, client_id: str | None,
+               fresh: list[dict[str, Any]], frames: dict[int, tuple[bytes, bool]],
+               listed: bool) -> None:
+        """Pass newly stored events on to the owner's sockets."""
         if listed:  # not for progress: cached job lists stay good (every poll would miss)
             self.notify.jobs_changed(user_id)
         for ev in fresh:
@@ -409,62 +430,76 @@ class JobQueue:
             if (frame := frames.get(ev["seq"])) is not None:
                 message.update(data=frame[0], more=frame[1])
             self.bus.publish(user_id, message)
-        return job
 
-    def complete(self, job_id: str, lease_id: str, status: str,
-                 error: dict[str, Any] | None = None, worker_id: str | None = None) -> Job:
-        now = time.time()
+    async def complete(self, job_id: str, lease_id: str, status: str,
+                       error: dict[str, Any] | None = None, worker_id: str | None = None
+                       ) -> Job:
         if status == "retry":
-            return self._retry(job_id, lease_id, error, now, worker_id)
+            return await self._writes(
+                lambda s, after: self._retry(s, after, job_id, lease_id, error, worker_id))
         if status not in _FINISH:
             raise InvalidInput(f"unknown status {status!r}")
+        return await self._writes(
+            lambda s, after: self._finish(s, after, job_id, lease_id, status, error, worker_id))
+
+    def _finish(self, s: Session, after: After, job_id: str, lease_id: str, status: str,
+                error: dict[str, Any] | None, worker_id: str | None) -> Job:
+        now = time.time()
         self._executing.pop(job_id, None)
-        with transaction(self.factory) as s:
-            job = store.finish(s, job_id, lease_id, _FINISH[status], now=now,
-                               reason=f"worker reported {status}", error=error,
-                               worker_id=worker_id)
-        if job.started_at:
-            self.metrics.run_seconds.observe(now - job.started_at)
-        self.notify.wake_workers()
-        self.notify.user(job.user_id)
-        # ComfyUI's last word for a prompt; the job's history is final by now.
-        self.bus.publish(job.user_id, {"job_id": job.id, "client_id": job.client_id,
-                                       "type": "executing",
-                                       "data": {"node": None, "prompt_id": job.id}})
+        job = store.finish(s, job_id, lease_id, _FINISH[status], now=now,
+                           reason=f"worker reported {status}", error=error,
+                           worker_id=worker_id)
+
+        def announce() -> None:
+            if job.started_at:
+                self.metrics.run_seconds.observe(now - job.started_at)
+            self.notify.wake_workers()
+            self.notify.user(job.user_id)
+            # ComfyUI's last word for a prompt; the job's history is final by now.
+            self.bus.publish(job.user_id, {"job_id": job.id, "client_id": job.client_id,
+                                           "type": "executing",
+                                           "data": {"node": None, "prompt_id": job.id}})
+
+        after.append(announce)
         return job
 
-    def _retry(self, job_id: str, lease_id: str, error: dict[str, Any] | None,
-               now: float, worker_id: str | None) -> Job:
+    def _retry(self, s: Session, after: After, job_id: str, lease_id: str,
+               error: dict[str, Any] | None, worker_id: str | None) -> Job:
+        now = time.time()
         self._executing.pop(job_id, None)
-        with transaction(self.factory) as s:
-            job = store.held_job(s, job_id, lease_id, worker_id)
-            self._drop_outputs(s, job)
-            if job.attempts >= self.settings.max_attempts:
-                message = (error or {}).get("message", "the GPU worker could not run it")
-                job = store.finish(s, job_id, lease_id, JobState.FAILED, now=now,
-                                   reason="no attempts left",
-                                   error=hub_error(job_id, f"gave up after {job.attempts} "
-                                                           f"attempts: {message}"))
-            else:
-                job = store.requeue(s, job_id, now=now, lease_id=lease_id,
-                                    reason=(error or {}).get("message", "worker asked to retry"))
-        self.notify.wake_workers()
-        self.notify.user(job.user_id)
-        if job.state == JobState.FAILED:
-            self._announce_end(job)
+        job = store.held_job(s, job_id, lease_id, worker_id)
+        self._drop_outputs(s, job)
+        if job.attempts >= self.settings.max_attempts:
+            message = (error or {}).get("message", "the GPU worker could not run it")
+            job = store.finish(s, job_id, lease_id, JobState.FAILED, now=now,
+                               reason="no attempts left",
+                               error=hub_error(job_id, f"gave up after {job.attempts} "
+                                                       f"attempts: {message}"))
+        else:
+            job = store.requeue(s, job_id, now=now, lease_id=lease_id,
+                                reason=(error or {}).get("message", "worker asked to retry"))
+        after.append(lambda: self._requeued(job))
         return job
 
-    def release(self, job_id: str, lease_id: str, worker_id: str | None = None) -> Job:
+    async def release(self, job_id: str, lease_id: str, worker_id: str | None = None) -> Job:
         """Give a job back unstarted (drain, prefetch not needed): no attempt is counted."""
-        self._executing.pop(job_id, None)
-        with transaction(self.factory) as s:
+        def unit(s: Session, after: After) -> Job:
+            self._executing.pop(job_id, None)
             job = store.held_job(s, job_id, lease_id, worker_id)
             self._drop_outputs(s, job)
             job = store.requeue(s, job_id, now=time.time(), lease_id=lease_id,
                                 reason="released by worker", count_attempt=False)
+            after.append(lambda: self._requeued(job))
+            return job
+
+        return await self._writes(unit)
+
+    def _requeued(self, job: Job) -> None:
+        """A held job went back to the queue (or failed for good): tell workers and owner."""
         self.notify.wake_workers()
         self.notify.user(job.user_id)
-        return job
+        if job.state == JobState.FAILED:
+            self._announce_end(job)
 
     def _drop_outputs(self, s: Session, job: Job) -> None:
         """Forget what an abandoned attempt delivered, files included."""
@@ -552,13 +587,13 @@ class JobQueue:
             done = store.find_output(s, job_id, job.attempts, key)
         return OutputTarget(user_id=owner.id, kind=kind, subfolder=subfolder, path=path), done
 
-    def store_output(self, job_id: str, lease_id: str, key: str, node_id: str,
-                     target: OutputTarget, tmp: Path, size: int, sha256: str) -> Output:
+    async def store_output(self, job_id: str, lease_id: str, key: str, node_id: str,
+                           target: OutputTarget, tmp: Path, size: int, sha256: str) -> Output:
         """Move a fully received upload into the owner's folder under a name not yet taken.
 
         Idempotent per (job, attempt, key): a retried upload returns the first stored name.
         """
-        with transaction(self.factory) as s:
+        def unit(s: Session, _after: After) -> Output:
             job = store.held_job(s, job_id, lease_id)
             existing = store.find_output(s, job_id, job.attempts, key)
             if existing is not None:
@@ -571,6 +606,8 @@ class JobQueue:
                 job_id=job_id, user_id=target.user_id, attempt=job.attempts, key=key,
                 node_id=node_id, type=target.kind, subfolder=target.subfolder, filename=name,
                 size=size, sha256=sha256, created_at=time.time()))
+
+        return await self._writes(unit)
 
     def get(self, job_id: str) -> Job:
         with transaction(self.factory) as s:

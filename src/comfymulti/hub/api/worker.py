@@ -1,7 +1,8 @@
 """/worker/v1: the routes GPU workers call (outbound from the worker, token-authenticated).
 
 Credentials are checked by each route's dependency before its body is read; bodies are read
-with `bodies`, so each has a cap. Database work runs on the workers' own threads (`hub.work`)."""
+with `bodies`, so each has a cap. Database work runs on the workers' own threads (`hub.work`);
+their reports (renewals, events, outputs, completions) are written in groups by the queue."""
 
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ async def lease(wait: float = Query(0.0, ge=0, le=3600),
 async def renew(request: Request, worker_id: str = Depends(current_worker),
                 hub: HubContext = Depends(get_hub)) -> RenewResponse:
     req = await bodies.read_model(request, RenewRequest)
-    lost, cancel = await hub.work(hub.queue.renew, worker_id, req.leases)
+    lost, cancel = await hub.queue.renew(worker_id, req.leases)
     return RenewResponse(lost=lost, cancel=cancel)
 
 
@@ -130,8 +131,8 @@ async def drain(worker_id: str = Depends(current_worker),
 async def events(job_id: str, request: Request, worker_id: str = Depends(current_worker),
                  hub: HubContext = Depends(get_hub)) -> EventsResponse:
     req = await bodies.read_model(request, EventsRequest, _EVENTS_LIMIT)
-    job = await hub.work(hub.queue.record_events, job_id, req.lease_id,
-                        [e.model_dump() for e in req.events], worker_id)
+    job = await hub.queue.record_events(job_id, req.lease_id,
+                                        [e.model_dump() for e in req.events], worker_id)
     return EventsResponse(cancel=job.cancel_requested)
 
 
@@ -184,8 +185,8 @@ async def upload_output(job_id: str, request: Request, lease_id: str, key: str, 
         received = await bodies.receive_file(request, hub.settings.files.max_output_bytes,
                                              hub.settings.data_dir, "upload", "output")
         try:
-            done = await hub.work(hub.queue.store_output, job_id, lease_id, key, node_id,
-                                 target, received.path, received.size, received.sha256)
+            done = await hub.queue.store_output(job_id, lease_id, key, node_id, target,
+                                                received.path, received.size, received.sha256)
         finally:
             received.path.unlink(missing_ok=True)
     return StoredFile(filename=done.filename, subfolder=done.subfolder, type=done.type)
@@ -196,8 +197,7 @@ async def upload_output(job_id: str, request: Request, lease_id: str, key: str, 
 async def complete(job_id: str, request: Request, worker_id: str = Depends(current_worker),
                    hub: HubContext = Depends(get_hub)) -> JobStateResponse:
     req = await bodies.read_model(request, CompleteRequest, _EVENTS_LIMIT)
-    job = await hub.work(hub.queue.complete, job_id, req.lease_id, req.status, req.error,
-                        worker_id)
+    job = await hub.queue.complete(job_id, req.lease_id, req.status, req.error, worker_id)
     return JobStateResponse(job_id=job.id, state=job.state)
 
 
@@ -206,5 +206,5 @@ async def complete(job_id: str, request: Request, worker_id: str = Depends(curre
 async def release(job_id: str, request: Request, worker_id: str = Depends(current_worker),
                   hub: HubContext = Depends(get_hub)) -> JobStateResponse:
     req = await bodies.read_model(request, LeaseRef)
-    job = await hub.work(hub.queue.release, job_id, req.lease_id, worker_id)
+    job = await hub.queue.release(job_id, req.lease_id, worker_id)
     return JobStateResponse(job_id=job.id, state=job.state)
