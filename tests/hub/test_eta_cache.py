@@ -3,6 +3,8 @@ shared, not once per poll (a long queue must not slow the drain that shortens it
 
 from __future__ import annotations
 
+import time
+
 from comfymulti.catalog.prompt import Submission
 from comfymulti.queue import scheduler
 from comfymulti.queue.jobs import Role
@@ -121,3 +123,39 @@ def test_moving_positions_do_not_read_the_users_jobs_again(hub, monkeypatch) -> 
     jobs = client.get(url, headers=token).json()["jobs"]
     assert jobs[0]["queue_position"] == 2 and "eta_seconds" in jobs[0]
     assert len(pages) == 1
+
+
+def test_polls_finding_the_view_stale_together_share_one_computation(hub, monkeypatch
+                                                                     ) -> None:
+    import threading
+
+    from comfymulti.db import transaction
+    from comfymulti.hub.services.users import get_user
+
+    harness, _ = hub
+    harness.user("user002")
+    with transaction(harness.ctx.factory) as s:
+        u = get_user(s, "user002")
+    queue = harness.ctx.queue
+    jobs = [queue.submit(u, Submission(simple_prompt(), {})).id for _ in range(3)]
+    computed, go = [], threading.Event()
+    real_order = scheduler.order
+
+    def slow_order(*args):  # type: ignore[no-untyped-def]
+        computed.append(1)
+        go.wait(5)
+        return real_order(*args)
+
+    monkeypatch.setattr(scheduler, "order", slow_order)
+    answers: list[dict[str, tuple[int, float]]] = []
+    polls = [threading.Thread(target=lambda: answers.append(queue.etas(u.id, jobs)))
+             for _ in range(4)]
+    for poll in polls:
+        poll.start()
+    time.sleep(0.2)  # all four have found the view stale
+    go.set()
+    for poll in polls:
+        poll.join(10)
+    assert len(computed) == 1
+    assert len(answers) == 4 and all(a == answers[0] for a in answers)
+    assert [answers[0][j][0] for j in jobs] == [1, 2, 3]

@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Collection
@@ -95,6 +96,7 @@ class JobQueue:
         self._executing: dict[str, str | None] = {}  # job id -> node ComfyUI runs now
         self._view: tuple[int, float, list[scheduler.Candidate],
                           dict[str, tuple[int, float]]] | None = None
+        self._computing = threading.Lock()  # one queue view computed at a time
 
     def remaining(self, user_id: int) -> int:
         """The user's jobs not finished yet."""
@@ -227,18 +229,24 @@ class JobQueue:
                     ) -> tuple[list[scheduler.Candidate], dict[str, tuple[int, float]]]:
         if (cached := self._fresh_view(wanted)) is not None:
             return cached[2], cached[3]
-        changes, now = self.notify.changes, time.time()
-        order = self.order()
-        with transaction(self.factory) as s:
-            estimator = Estimator(s)
-            online = fleet.online_count(s, self.online_window)
-            held = s.execute(select(Job.requirements, Job.started_at)
-                             .where(Job.state.in_([str(x) for x in HELD])))
-            busy = sum(max(0.0, estimator.seconds(req) - (now - (started or now)))
-                       for req, started in held)
-        etas = queue_etas(order, estimator, online, busy)
-        self._view = (changes, now, order, etas)
-        return order, etas
+        # Polls finding the view stale at once wait for one computation and share it: in a
+        # burst each computed its own (a read of the whole queue each), and the database
+        # threads they held left other participants' job lists waiting for seconds.
+        with self._computing:
+            if (cached := self._fresh_view(wanted)) is not None:
+                return cached[2], cached[3]
+            changes, now = self.notify.changes, time.time()
+            order = self.order()
+            with transaction(self.factory) as s:
+                estimator = Estimator(s)
+                online = fleet.online_count(s, self.online_window)
+                held = s.execute(select(Job.requirements, Job.started_at)
+                                 .where(Job.state.in_([str(x) for x in HELD])))
+                busy = sum(max(0.0, estimator.seconds(req) - (now - (started or now)))
+                           for req, started in held)
+            etas = queue_etas(order, estimator, online, busy)
+            self._view = (changes, now, order, etas)
+            return order, etas
 
     # --- workers ---------------------------------------------------------------------------
 
