@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import anyio
 import httpx
 import pytest
 
-from comfymulti.errors import LeaseLost, Unauthorized
+from comfymulti.errors import LeaseLost, NotFound, Unauthorized
 from comfymulti.worker.hub_client import HubClient
 from tests.conftest import simple_prompt, tiny_catalog
 
@@ -152,6 +153,39 @@ async def test_requests_during_a_worker_check_share_it(live_hub, monkeypatch) ->
     assert all(a is not None for a in answers)
     assert len(checks) == 1
     await client.aclose()
+
+
+async def test_reports_arriving_together_share_transactions(live_hub, monkeypatch) -> None:
+    """Reports from several workers at once are written in a few group transactions, not one
+    each; a refused report (a job that does not exist) fails alone."""
+    from sqlalchemy import event
+
+    from comfymulti import group_commit
+
+    harness, url = live_hub()
+    token = harness.worker_token()
+    clients = [HubClient(url, token) for _ in range(8)]
+    for n, client in enumerate(clients):
+        await client.register(f"gpu-{n}", tiny_catalog())
+    begins: list[str] = []
+    event.listen(harness.ctx.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: sql.startswith("BEGIN") and begins.append(sql))
+    real_run = group_commit.GroupCommit._run
+
+    def slow_run(self, group):  # type: ignore[no-untyped-def]
+        real_run(self, group)
+        time.sleep(0.05)  # the others arrive while this group commits
+
+    monkeypatch.setattr(group_commit.GroupCommit, "_run", slow_run)
+    answers = await asyncio.gather(*(c.renew({}) for c in clients for _ in range(3)))
+    assert all(a is not None for a in answers)
+    assert 1 <= len(begins) <= 6  # 24 reports
+    fine, refused = await asyncio.gather(clients[0].renew({}),
+                                         clients[1].complete("nope", "x", "success"),
+                                         return_exceptions=True)
+    assert fine.lost == [] and isinstance(refused, NotFound)
+    for client in clients:
+        await client.aclose()
 
 
 async def test_worker_requests_do_not_wait_behind_participants(live_hub, monkeypatch) -> None:
