@@ -155,6 +155,16 @@ def simple_prompt(width: int = 64) -> dict[str, Any]:
     }
 
 
+def held_back(real: Callable[..., Any], calls: list[int], go: threading.Event
+              ) -> Callable[..., Any]:
+    """`real`, with each call counted in `calls` and waiting for `go` (up to 10 s) first."""
+    def wrapper(*args: Any) -> Any:
+        calls.append(1)
+        go.wait(10)
+        return real(*args)
+    return wrapper
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:

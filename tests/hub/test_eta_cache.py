@@ -8,7 +8,7 @@ import time
 from comfymulti.catalog.prompt import Submission
 from comfymulti.queue import scheduler
 from comfymulti.queue.jobs import Role
-from tests.conftest import simple_prompt
+from tests.conftest import held_back, simple_prompt
 
 
 def test_polls_share_one_computation_until_the_queue_changes(hub, monkeypatch) -> None:
@@ -138,15 +138,9 @@ def test_polls_finding_the_view_stale_together_share_one_computation(hub, monkey
         u = get_user(s, "user002")
     queue = harness.ctx.queue
     jobs = [queue.submit(u, Submission(simple_prompt(), {})).id for _ in range(3)]
-    computed, go = [], threading.Event()
-    real_order = scheduler.order
-
-    def slow_order(*args):  # type: ignore[no-untyped-def]
-        computed.append(1)
-        go.wait(5)
-        return real_order(*args)
-
-    monkeypatch.setattr(scheduler, "order", slow_order)
+    computed: list[int] = []
+    go = threading.Event()
+    monkeypatch.setattr(scheduler, "order", held_back(scheduler.order, computed, go))
     answers: list[dict[str, tuple[int, float]]] = []
     polls = [threading.Thread(target=lambda: answers.append(queue.etas(u.id, jobs)))
              for _ in range(4)]

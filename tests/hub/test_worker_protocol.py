@@ -11,7 +11,7 @@ import pytest
 
 from comfymulti.errors import LeaseLost, NotFound, Unauthorized
 from comfymulti.worker.hub_client import HubClient
-from tests.conftest import simple_prompt, tiny_catalog
+from tests.conftest import held_back, simple_prompt, tiny_catalog
 
 pytestmark = pytest.mark.anyio
 
@@ -204,14 +204,7 @@ async def test_worker_requests_do_not_wait_behind_participants(live_hub, monkeyp
     with transaction(harness.ctx.factory) as s:
         harness.ctx.queue.submit(get_user(s, "user002"), Submission(simple_prompt(), {}))
     release, blocked = threading.Event(), []
-    real = run_api._job_list
-
-    def stuck(*args):  # type: ignore[no-untyped-def]
-        blocked.append(1)
-        release.wait(10)
-        return real(*args)
-
-    monkeypatch.setattr(run_api, "_job_list", stuck)
+    monkeypatch.setattr(run_api, "_job_list", held_back(run_api._job_list, blocked, release))
     client = HubClient(url, harness.worker_token())
     async with httpx.AsyncClient(base_url=url, headers=harness.bearer("user002")) as web:
         polls = [asyncio.create_task(web.get("/u/user002/api/jobs", params={"limit": n}))
