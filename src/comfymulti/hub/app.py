@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -116,6 +117,8 @@ def create_app(settings: Settings) -> FastAPI:
         hub.queue.on_start()
         reaper = asyncio.create_task(hub.queue.reaper(), name="lease-reaper")
         watch = asyncio.create_task(sockets.watch(hub), name="socket-recheck")
+        touch = asyncio.create_task(hub.session_activity.keep_writing(hub.tx),
+                                    name="session-activity")
         auto = None if pilot is None else asyncio.create_task(
             autopilot.run(pilot, settings.cloud.auto_seconds), name="cloud-autopilot")
         log.info("hub ready at %s", settings.public_url, extra={"action": "start"})
@@ -124,9 +127,12 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             reaper.cancel()
             watch.cancel()
+            touch.cancel()
             if auto is not None:
                 auto.cancel()
             hub.queue.notify.close()
+            with contextlib.suppress(Exception):  # informational; the hub stops anyway
+                await hub.session_activity.write(hub.tx)
             hub.credentials.close()
             hub.engine.dispose()
 

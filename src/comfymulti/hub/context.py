@@ -19,6 +19,7 @@ from comfymulti.db import transaction
 from comfymulti.events import EventBus
 from comfymulti.hub.services.auth import PasswordChecks
 from comfymulti.hub.services.credentials import Credentials
+from comfymulti.hub.services.sessions import Activity
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.web.viewcache import ViewCache
 from comfymulti.metrics import Metrics
@@ -47,6 +48,7 @@ class HubContext:
     job_lists: ViewCache[bytes]  # participants' job-list answers, reused between changes
     job_pages: ViewCache[JobPage]  # the same without positions and ETAs, between the user's changes
     credentials: Credentials  # who cookies and API tokens stand for, between changes
+    session_activity: Activity = field(default_factory=Activity)  # sessions used lately
     # (worker token id, worker id) → when its registration was last checked and its
     # last_seen written (time.monotonic()), and that check; see access.current_worker.
     workers_seen: dict[tuple[int, str], tuple[float, asyncio.Future[None]]] = field(

@@ -127,3 +127,32 @@ def test_the_epoch_read_on_the_loop_never_waits(tmp_path) -> None:
     assert reader.read() == "7"
     reader.close()
     assert _EpochReader(create_engine("sqlite://")).read() is None  # no file: always a thread
+
+
+def test_session_use_is_written_for_all_sessions_at_once_not_by_the_requests(ws_hub) -> None:
+    """Checking a cookie never writes (it waited for the write lock under load); the sessions
+    used reach last_used_at together, in the hub's periodic write."""
+    import asyncio
+
+    harness, client = ws_hub
+    login(client, harness, "user002")
+    _raw(harness, "UPDATE sessions SET last_used_at = 0")
+    harness.ctx.credentials._known.clear()  # the next request looks the cookie up again
+    writes = []
+
+    def count(_conn, _cursor, statement: str, *_args) -> None:
+        if statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")):
+            writes.append(statement)
+
+    event.listen(harness.ctx.engine, "before_cursor_execute", count)
+    try:
+        for _ in range(3):
+            assert client.get("/u/user002/api/settings").status_code == 200
+    finally:
+        event.remove(harness.ctx.engine, "before_cursor_execute", count)
+    assert writes == []
+    before = time.time()
+    asyncio.run(harness.ctx.session_activity.write(harness.ctx.tx))
+    with sqlite3.connect(harness.ctx.settings.data_dir / "comfymulti.db") as db:
+        (used,) = db.execute("SELECT last_used_at FROM sessions").fetchone()
+    assert used >= before

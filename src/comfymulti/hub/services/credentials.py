@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from comfymulti.blocking import Offload
 from comfymulti.db import database_file, read_value, transaction
 
-# How long a lookup is reused even when nothing ended: it also bounds how stale a session's
-# last_used_at (written by the lookup, at most once a minute) and a user's role can be.
+# How long a lookup is reused even when nothing ended: it also bounds how stale a user's
+# role can be.
 REUSE_SECONDS = 60.0
 MAX_ENTRIES = 20_000
 _EPOCH_SQL = "SELECT value FROM hub_state WHERE key = 'auth_epoch'"

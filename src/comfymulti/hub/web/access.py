@@ -78,6 +78,7 @@ async def identify(hub: HubContext, headers: Headers, cookies: dict[str, str],
                                           lambda s: sessions.lookup(s, digest))
         if user is None:
             raise Unauthorized("your session has ended; log in again")
+        hub.session_activity.note(digest)
         return user, Credential("session", digest)
     raise Unauthorized("log in, or send a Bearer API token or Basic credentials")
 
