@@ -53,10 +53,10 @@ log = logging.getLogger("comfymulti.hub")
 DB_THREADS = 8
 # Threads that tell who is asking (a cached answer, one indexed read); apart from DB_THREADS.
 AUTH_THREADS = 4
-# Threads doing the GPU workers' database work (events, outputs, completions), apart from
-# DB_THREADS: a job's end must not wait behind hundreds of participants' polls and submits
-# for a thread. 20 workers keep about 40 jobs in flight; with 4 threads their reports queued
-# for seconds (load bench: done notification p50 11.4 s with 4, 0.5 s with 8).
+# Threads doing the GPU workers' other database work (registration, lease checks before an
+# upload, commands), apart from DB_THREADS: a worker must not wait behind hundreds of
+# participants' polls and submits for a thread. Their reports (events, outputs, completions)
+# are written by the queue's group-commit thread.
 WORKER_THREADS = 8
 
 
