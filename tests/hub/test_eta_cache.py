@@ -8,7 +8,7 @@ import time
 from comfymulti.catalog.prompt import Submission
 from comfymulti.queue import scheduler
 from comfymulti.queue.jobs import Role
-from tests.conftest import held_back, simple_prompt
+from tests.conftest import held_back, simple_prompt, wait_for
 
 
 def test_polls_share_one_computation_until_the_queue_changes(hub, monkeypatch) -> None:
@@ -153,3 +153,41 @@ def test_polls_finding_the_view_stale_together_share_one_computation(hub, monkey
     assert len(computed) == 1
     assert len(answers) == 4 and all(a == answers[0] for a in answers)
     assert [answers[0][j][0] for j in jobs] == [1, 2, 3]
+
+
+def test_job_lists_are_read_while_every_participant_thread_waits_to_submit(hub, monkeypatch
+                                                                          ) -> None:
+    """In a burst, submits wait for the write lock on the participants' database threads;
+    the job-list polls of 300 open workspaces must not wait behind them for a thread."""
+    import threading
+
+    from comfymulti.hub.app import DB_THREADS
+    from comfymulti.hub.workspaces import run_api
+
+    harness, client = hub
+    harness.user("user002")
+    harness.user("user003")
+    calls: list[int] = []
+    go = threading.Event()
+    monkeypatch.setattr(run_api, "_check_and_submit",
+                        held_back(run_api._check_and_submit, calls, go))
+    token = harness.bearer("user002")
+
+    def submit() -> None:
+        client.post("/u/user002/api/prompt", json={"prompt": simple_prompt()}, headers=token)
+
+    submits = [threading.Thread(target=submit) for _ in range(DB_THREADS + 2)]
+    for t in submits:
+        t.start()
+    wait_for(lambda: len(calls) == DB_THREADS)  # every participant thread is taken
+    answers: list[int] = []
+    poll = threading.Thread(target=lambda: answers.append(client.get(
+        "/u/user003/api/jobs", headers=harness.bearer("user003")).status_code))
+    poll.start()
+    poll.join(5)
+    answered_while_held = list(answers)
+    go.set()
+    for t in [poll, *submits]:
+        t.join(15)
+    assert answered_while_held == [200]
+    assert len(calls) == DB_THREADS + 2

@@ -51,6 +51,9 @@ log = logging.getLogger("comfymulti.hub")
 # Threads doing database work for requests. SQLite has one writer at a time anyway; a few
 # threads let reads go on while a write waits, without piling up hundreds of waiters.
 DB_THREADS = 8
+# Threads answering the job-list polls of open workspaces, apart from DB_THREADS: they only
+# read, and must not wait for a thread behind submits that wait for the write lock.
+POLL_THREADS = 4
 # Threads that tell who is asking (a cached answer, one indexed read); apart from DB_THREADS.
 AUTH_THREADS = 4
 # Threads doing the GPU workers' other database work (registration, lease checks before an
@@ -74,7 +77,8 @@ def build_context(settings: Settings) -> HubContext:
                      CatalogCache(settings.queue.online_window), run, work)
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
-                     login_limiter=RateLimiter(), run=run, work=work, probe=Offload(2),
+                     login_limiter=RateLimiter(), run=run, work=work, polls=Offload(POLL_THREADS),
+                     probe=Offload(2),
                      job_lists=ViewCache(), job_pages=ViewCache(),
                      credentials=Credentials(engine, factory, AUTH_THREADS),
                      password_checks=PasswordChecks(os.cpu_count() or 2))

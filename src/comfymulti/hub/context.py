@@ -44,6 +44,7 @@ class HubContext:
     password_checks: PasswordChecks
     run: Offload  # `await hub.run(fn, *args)`: blocking work (database, hashing) off the loop
     work: Offload  # the GPU workers' requests: never queued behind participants' work
+    polls: Offload  # job-list reads: never waiting for a thread behind writers
     probe: Offload  # /health's own threads, so it answers even when `run`'s are all waiting
     job_lists: ViewCache[bytes]  # participants' job-list answers, reused between changes
     job_pages: ViewCache[JobPage]  # the same without positions and ETAs, between the user's changes

@@ -229,11 +229,11 @@ async def list_jobs(status: str | None = None, limit: int | None = Query(None),
         page = hub.job_pages.get(key, version)
         if page is not None:
             if (body := _with_etas(hub, page)) is None:  # positions moved: compute them
-                body = await hub.run(_with_etas, hub, page, True)
+                body = await hub.polls(_with_etas, hub, page, True)
         else:
             states = [str(st) for w in wanted for st in STATES_FOR[w]]
-            body, page = await hub.run(_job_list, hub, me, states, workflow_id, sort_by,
-                                       sort_order, offset, limit)
+            body, page = await hub.polls(_job_list, hub, me, states, workflow_id, sort_by,
+                                         sort_order, offset, limit)
             if page is not None:
                 hub.job_pages.put(key, version, page, REUSE_SECONDS)
         hub.job_lists.put(key, version, body, ETA_TTL if page is not None else REUSE_SECONDS)
