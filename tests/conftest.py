@@ -5,6 +5,7 @@ Each test builds its own hub on its own SQLite file; nothing mutable is shared.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import socket
 import threading
@@ -19,12 +20,15 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
+from comfymulti.catalog.prompt import Submission
 from comfymulti.config import Settings, load_settings
 from comfymulti.db import transaction
 from comfymulti.hub.app import create_app
 from comfymulti.hub.context import HubContext
 from comfymulti.hub.services import users, workers
+from comfymulti.models import Job, User
 from comfymulti.queue.jobs import Role
+from comfymulti.queue.service import JobQueue
 from tests.fakes.seaweedfs import SeaweedS3
 
 
@@ -153,6 +157,16 @@ def simple_prompt(width: int = 64) -> dict[str, Any]:
         "1": {"class_type": "EmptyImage", "inputs": {"width": width}},
         "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}},
     }
+
+
+async def queued(queue: JobQueue, user: User, prompt: dict[str, Any] | None = None) -> Job:
+    """Queue a prompt for `user` directly, as the submit route does once it checked it."""
+    return await queue.submit(user, Submission(prompt or simple_prompt(), {}))
+
+
+def submitted(queue: JobQueue, user: User) -> Job:
+    """`queued`, from a test that runs outside an event loop."""
+    return asyncio.run(queued(queue, user))
 
 
 def held_back(real: Callable[..., Any], calls: list[int], go: threading.Event

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import time
 
-from comfymulti.catalog.prompt import Submission
 from comfymulti.queue import scheduler
 from comfymulti.queue.jobs import Role
-from tests.conftest import held_back, simple_prompt, wait_for
+from tests.conftest import held_back, simple_prompt, submitted, wait_for
 
 
 def test_polls_share_one_computation_until_the_queue_changes(hub, monkeypatch) -> None:
@@ -22,8 +21,8 @@ def test_polls_share_one_computation_until_the_queue_changes(hub, monkeypatch) -
     with transaction(harness.ctx.factory) as s:
         t, u = get_user(s, teacher), get_user(s, "user002")
     for _ in range(200):
-        queue.submit(t, Submission(simple_prompt(), {}))
-    mine = queue.submit(u, Submission(simple_prompt(), {}))
+        submitted(queue, t)
+    mine = submitted(queue, u)
     computed = []
     real_order = scheduler.order
     monkeypatch.setattr(scheduler, "order", lambda *a: computed.append(1) or real_order(*a))
@@ -34,7 +33,7 @@ def test_polls_share_one_computation_until_the_queue_changes(hub, monkeypatch) -
     assert len(computed) == 1
     queue.cancel(mine, "test")
     client.get("/u/user002/api/jobs", headers=token)
-    queue.submit(u, Submission(simple_prompt(), {}))
+    submitted(queue, u)
     jobs = client.get("/u/user002/api/jobs?status=pending", headers=token).json()["jobs"]
     assert jobs[0]["queue_position"] == 201 and len(computed) == 2
 
@@ -109,7 +108,7 @@ def test_moving_positions_do_not_read_the_users_jobs_again(hub, monkeypatch) -> 
     harness.user("user002")
     with transaction(harness.ctx.factory) as s:
         t, u = get_user(s, teacher), get_user(s, "user002")
-    harness.ctx.queue.submit(u, Submission(simple_prompt(), {}))
+    submitted(harness.ctx.queue, u)
     pages = []
     real_page = run_api._jobs_page
     monkeypatch.setattr(run_api, "_jobs_page", lambda *a: pages.append(1) or real_page(*a))
@@ -118,7 +117,7 @@ def test_moving_positions_do_not_read_the_users_jobs_again(hub, monkeypatch) -> 
     from comfymulti.queue import service
 
     monkeypatch.setattr(service, "ETA_MIN_AGE", 0.0)  # positions are computed again now
-    harness.ctx.queue.submit(t, Submission(simple_prompt(), {}))  # goes first
+    submitted(harness.ctx.queue, t)  # goes first
     harness.ctx.job_lists = ViewCache()  # the answer's positions are out of date
     jobs = client.get(url, headers=token).json()["jobs"]
     assert jobs[0]["queue_position"] == 2 and "eta_seconds" in jobs[0]
@@ -137,7 +136,7 @@ def test_polls_finding_the_view_stale_together_share_one_computation(hub, monkey
     with transaction(harness.ctx.factory) as s:
         u = get_user(s, "user002")
     queue = harness.ctx.queue
-    jobs = [queue.submit(u, Submission(simple_prompt(), {})).id for _ in range(3)]
+    jobs = [submitted(queue, u).id for _ in range(3)]
     computed: list[int] = []
     go = threading.Event()
     monkeypatch.setattr(scheduler, "order", held_back(scheduler.order, computed, go))
@@ -169,8 +168,8 @@ def test_job_lists_are_read_while_every_participant_thread_waits_to_submit(hub, 
     harness.user("user003")
     calls: list[int] = []
     go = threading.Event()
-    monkeypatch.setattr(run_api, "_check_and_submit",
-                        held_back(run_api._check_and_submit, calls, go))
+    monkeypatch.setattr(run_api, "_check",
+                        held_back(run_api._check, calls, go))
     token = harness.bearer("user002")
 
     def submit() -> None:

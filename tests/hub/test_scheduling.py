@@ -12,11 +12,10 @@ import anyio
 import pytest
 from sqlalchemy import event
 
-from comfymulti.catalog.prompt import Submission
 from comfymulti.errors import QuotaExceeded, Unavailable
 from comfymulti.queue.jobs import Role
 from comfymulti.worker.hub_client import HubClient
-from tests.conftest import simple_prompt, tiny_catalog
+from tests.conftest import queued, tiny_catalog
 
 pytestmark = pytest.mark.anyio
 
@@ -61,9 +60,9 @@ async def test_fair_round_robin_and_instructor_first(live_hub) -> None:
     a, b, c = (_user(harness, n) for n in ("a", "b", "c"))
     for user, count in ((a, 10), (b, 3), (c, 1)):
         for _ in range(count):
-            harness.ctx.queue.submit(user, Submission(simple_prompt(), {}))
+            await queued(harness.ctx.queue, user)
     teacher = _user(harness, "teacher", Role.INSTRUCTOR)
-    harness.ctx.queue.submit(teacher, Submission(simple_prompt(), {}))
+    await queued(harness.ctx.queue, teacher)
     names = await _drain_order(url, harness, 15)
     assert names[:9] == ["teacher", "a", "b", "c", "a", "b", "a", "b", "a"]
     assert names[9:] == ["a"] * 6
@@ -73,7 +72,7 @@ async def test_policy_change_takes_effect_while_running(live_hub) -> None:
     harness, url = live_hub()
     a, b = _user(harness, "a"), _user(harness, "b")
     for user in (a, a, a, b):
-        harness.ctx.queue.submit(user, Submission(simple_prompt(), {}))
+        await queued(harness.ctx.queue, user)
     harness.ctx.queue.set_policy("fifo")
     assert await _drain_order(url, harness, 2) == ["a", "a"]
     harness.ctx.queue.set_policy("fair")
@@ -84,16 +83,50 @@ async def test_admin_run_next_and_per_user_and_global_caps(make_hub) -> None:
     harness = make_hub(queue={"max_queued_per_user": 2, "max_queued_total": 3})
     a, b = _user(harness, "a"), _user(harness, "b")
     q = harness.ctx.queue
-    q.submit(a, Submission(simple_prompt(), {}))
-    q.submit(a, Submission(simple_prompt(), {}))
+    await queued(q, a)
+    await queued(q, a)
     with pytest.raises(QuotaExceeded, match="2 jobs waiting"):
-        q.submit(a, Submission(simple_prompt(), {}))
-    last = q.submit(b, Submission(simple_prompt(), {}))
+        await queued(q, a)
+    last = await queued(q, b)
     with pytest.raises(QuotaExceeded, match="queue is full"):
-        q.submit(b, Submission(simple_prompt(), {}))
+        await queued(q, b)
     q.run_next(last)
     assert q.order()[0].job_id == last.id
     await anyio.sleep(0)
+
+
+async def test_submits_arriving_together_share_transactions(live_hub, monkeypatch) -> None:
+    """In a burst, prompts are written in a few group transactions, not one each (each took a
+    thread and waited for the write lock in turn); one over its owner's cap is refused alone,
+    and every caller gets its own answer."""
+    import httpx
+
+    from comfymulti import group_commit
+    from tests.conftest import simple_prompt
+
+    harness, url = live_hub(queue={"max_queued_per_user": 2})
+    names = [f"u{n}" for n in range(12)]
+    for name in names:
+        harness.user(name)
+    tokens = {name: harness.bearer(name) for name in names}
+    begins: list[str] = []
+    event.listen(harness.ctx.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: sql.startswith("BEGIN") and begins.append(sql))
+    real_run = group_commit.GroupCommit._run
+
+    def slow_run(self, group):  # type: ignore[no-untyped-def]
+        real_run(self, group)
+        time.sleep(0.1)  # the others arrive while this group commits
+
+    monkeypatch.setattr(group_commit.GroupCommit, "_run", slow_run)
+    async with httpx.AsyncClient(base_url=url) as web:
+        answers = await asyncio.gather(*(
+            web.post(f"/u/{name}/api/prompt", json={"prompt": simple_prompt()},
+                     headers=tokens[name]) for name in [*names, "u0", "u0"]))
+    codes = Counter(a.status_code for a in answers)
+    assert codes == {200: 13, 429: 1}, [a.text for a in answers]
+    assert len({a.json()["prompt_id"] for a in answers if a.status_code == 200}) == 13
+    assert 1 <= len(begins) <= 5  # 14 submits
 
 
 async def test_a_dispatch_reads_the_queue_once_and_not_every_account(live_hub) -> None:
@@ -103,7 +136,7 @@ async def test_a_dispatch_reads_the_queue_once_and_not_every_account(live_hub) -
     a = _user(harness, "a")
     for name in ("idle1", "idle2", "idle3"):
         harness.user(name)
-    harness.ctx.queue.submit(a, Submission(simple_prompt(), {}))
+    await queued(harness.ctx.queue, a)
     client = HubClient(url, harness.worker_token())
     await client.register("w", tiny_catalog())
     reads: list[str] = []
@@ -153,7 +186,7 @@ async def test_one_pass_leases_distinct_jobs_in_fair_order(live_hub) -> None:
     users = [_user(harness, f"u{n}") for n in range(5)]
     for _ in range(2):
         for user in users:
-            harness.ctx.queue.submit(user, Submission(simple_prompt(), {}))
+            await queued(harness.ctx.queue, user)
     token = harness.worker_token()
     clients = [HubClient(url, token) for _ in range(6)]
     for n, client in enumerate(clients):

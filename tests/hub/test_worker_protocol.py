@@ -101,13 +101,17 @@ async def test_long_poll_returns_as_soon_as_work_arrives(live_hub) -> None:
     await client.aclose()
 
 
-async def test_worker_requests_touch_the_worker_row_once_per_window(live_hub,
-                                                                   monkeypatch) -> None:
-    """A worker makes several requests per job; checking its registration and writing its
-    last_seen is done once per SEEN_EVERY, not once per request."""
+async def test_worker_requests_check_the_worker_once_per_window_and_never_write(
+        live_hub, monkeypatch) -> None:
+    """A worker makes several requests per job: its registration is checked once per
+    SEEN_EVERY, by a read. Its last_seen is written with the other workers', by the hub's
+    periodic write, never by its requests (they waited for the write lock under load)."""
+    import sqlite3
+    import time
+
     from sqlalchemy import event
 
-    from comfymulti.hub.web import access
+    from comfymulti.hub.services import workers
 
     harness, url = live_hub()
     client = HubClient(url, harness.worker_token())
@@ -117,12 +121,18 @@ async def test_worker_requests_touch_the_worker_row_once_per_window(live_hub,
                  lambda _c, _cur, sql, *_a: statements.append(sql))
     for _ in range(5):
         assert await client.renew({}) is not None
-    # Checked (and last_seen written) at its catalog upload just now: not again in the window.
+    # Checked at its catalog upload just now: not again in the window.
     assert [sql for sql in statements if "workers" in sql] == []
-    monkeypatch.setattr(access, "SEEN_EVERY", 0.0)  # the window passed: checked again
+    monkeypatch.setattr(workers, "SEEN_EVERY", 0.0)  # the window passed: checked again
     await client.renew({})
-    touched = [sql.split()[0] for sql in statements if "workers" in sql]
-    assert touched == ["SELECT", "UPDATE"]
+    assert [sql.split()[0] for sql in statements if "workers" in sql] == ["SELECT"]
+    with sqlite3.connect(harness.ctx.settings.data_dir / "comfymulti.db") as db:
+        db.execute("UPDATE workers SET last_seen = 0")
+    before = time.time()
+    await harness.ctx.worker_activity.write(harness.ctx.tx)
+    with sqlite3.connect(harness.ctx.settings.data_dir / "comfymulti.db") as db:
+        (seen,) = db.execute("SELECT last_seen FROM workers").fetchone()
+    assert seen >= before
     await client.aclose()
 
 
@@ -133,7 +143,6 @@ async def test_requests_during_a_worker_check_share_it(live_hub, monkeypatch) ->
     import time
 
     from comfymulti.hub.services import workers
-    from comfymulti.hub.web import access
 
     harness, url = live_hub()
     client = HubClient(url, harness.worker_token())
@@ -147,7 +156,7 @@ async def test_requests_during_a_worker_check_share_it(live_hub, monkeypatch) ->
         return get_worker(s, token, worker_id)
 
     monkeypatch.setattr(workers, "get_worker", slow_check)
-    monkeypatch.setattr(access, "SEEN_EVERY", 0.2)
+    monkeypatch.setattr(workers, "SEEN_EVERY", 0.2)
     await asyncio.sleep(0.25)  # the window since registration has passed
     answers = await asyncio.gather(*(client.renew({}) for _ in range(6)))
     assert all(a is not None for a in answers)
@@ -189,8 +198,8 @@ async def test_reports_arriving_together_share_transactions(live_hub, monkeypatc
 
 
 async def test_worker_requests_do_not_wait_behind_participants(live_hub, monkeypatch) -> None:
-    """Every participant thread busy (slow job-list reads here): a worker still registers,
-    leases and completes, on its own threads; its job's end must not wait behind polls."""
+    """Every participant thread busy (slow submits here): a worker still registers, leases
+    and completes, on its own threads; its job's end must not wait behind participants."""
     import threading
 
     from comfymulti.catalog.prompt import Submission
@@ -202,13 +211,16 @@ async def test_worker_requests_do_not_wait_behind_participants(live_hub, monkeyp
     harness, url = live_hub()
     harness.user("user002")
     with transaction(harness.ctx.factory) as s:
-        harness.ctx.queue.submit(get_user(s, "user002"), Submission(simple_prompt(), {}))
+        user = get_user(s, "user002")
+    await harness.ctx.queue.submit(user, Submission(simple_prompt(), {}))
     release, blocked = threading.Event(), []
-    monkeypatch.setattr(run_api, "_job_list", held_back(run_api._job_list, blocked, release))
+    monkeypatch.setattr(run_api, "_check",
+                        held_back(run_api._check, blocked, release))
     client = HubClient(url, harness.worker_token())
     async with httpx.AsyncClient(base_url=url, headers=harness.bearer("user002")) as web:
-        polls = [asyncio.create_task(web.get("/u/user002/api/jobs", params={"limit": n}))
-                 for n in range(1, DB_THREADS + 3)]
+        polls = [asyncio.create_task(web.post("/u/user002/api/prompt",
+                                              json={"prompt": simple_prompt()}))
+                 for _ in range(DB_THREADS + 2)]
         try:
             with anyio.fail_after(5):
                 while len(blocked) < DB_THREADS:
@@ -221,6 +233,35 @@ async def test_worker_requests_do_not_wait_behind_participants(live_hub, monkeyp
             release.set()
             await asyncio.gather(*polls)
             await client.aclose()
+
+
+async def test_reports_are_written_in_few_statements(live_hub) -> None:
+    """One thread writes every worker's reports, and each SQL statement there waits for the
+    GIL: a batch of events is one multi-row INSERT, and a lease renewal or a state change
+    returns the job from its UPDATE instead of reading it again."""
+    from sqlalchemy import event
+
+    harness, url = live_hub()
+    harness.user("user002")
+    with httpx.Client(base_url=url) as c:
+        job_id = c.post("/api/v1/jobs", json={"prompt": simple_prompt()},
+                        headers=harness.bearer("user002")).json()["id"]
+    client = HubClient(url, harness.worker_token())
+    await client.register("gpu-a", tiny_catalog())
+    job = await client.lease(wait=1)
+    assert job is not None
+    statements: list[str] = []
+    event.listen(harness.ctx.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: statements.append(" ".join(sql.split()[:3])))
+    await client.events(job.job_id, job.lease_id, [
+        {"seq": n, "type": "progress_state", "data": {"prompt_id": job_id}} for n in range(5)])
+    assert statements.count("INSERT INTO job_events") == 2  # "running", then the 5 events
+    assert "SELECT jobs.seq, jobs.id," not in statements
+    statements.clear()
+    await client.renew({job.job_id: job.lease_id})
+    assert await client.complete(job.job_id, job.lease_id, "success") == "succeeded"
+    assert "SELECT jobs.seq, jobs.id," not in statements
+    await client.aclose()
 
 
 async def test_only_what_the_job_list_shows_invalidates_it(live_hub) -> None:

@@ -121,8 +121,9 @@ def create_app(settings: Settings) -> FastAPI:
         hub.queue.on_start()
         reaper = asyncio.create_task(hub.queue.reaper(), name="lease-reaper")
         watch = asyncio.create_task(sockets.watch(hub), name="socket-recheck")
-        touch = asyncio.create_task(hub.session_activity.keep_writing(hub.tx),
-                                    name="session-activity")
+        activities = (hub.session_activity, hub.worker_activity)
+        touch = [asyncio.create_task(a.keep_writing(hub.tx), name=f"{a.what}-activity")
+                 for a in activities]
         auto = None if pilot is None else asyncio.create_task(
             autopilot.run(pilot, settings.cloud.auto_seconds), name="cloud-autopilot")
         log.info("hub ready at %s", settings.public_url, extra={"action": "start"})
@@ -131,12 +132,14 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             reaper.cancel()
             watch.cancel()
-            touch.cancel()
+            for task in touch:
+                task.cancel()
             if auto is not None:
                 auto.cancel()
             hub.queue.notify.close()
-            with contextlib.suppress(Exception):  # informational; the hub stops anyway
-                await hub.session_activity.write(hub.tx)
+            for activity in activities:
+                with contextlib.suppress(Exception):  # informational; the hub stops anyway
+                    await activity.write(hub.tx)
             hub.credentials.close()
             hub.engine.dispose()
 

@@ -17,9 +17,10 @@ from comfymulti.blocking import Offload
 from comfymulti.config import Settings
 from comfymulti.db import transaction
 from comfymulti.events import EventBus
+from comfymulti.hub.services import sessions, workers
+from comfymulti.hub.services.activity import Activity
 from comfymulti.hub.services.auth import PasswordChecks
 from comfymulti.hub.services.credentials import Credentials
-from comfymulti.hub.services.sessions import Activity
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.web.viewcache import ViewCache
 from comfymulti.metrics import Metrics
@@ -49,9 +50,12 @@ class HubContext:
     job_lists: ViewCache[bytes]  # participants' job-list answers, reused between changes
     job_pages: ViewCache[JobPage]  # the same without positions and ETAs, between the user's changes
     credentials: Credentials  # who cookies and API tokens stand for, between changes
-    session_activity: Activity = field(default_factory=Activity)  # sessions used lately
-    # (worker token id, worker id) → when its registration was last checked and its
-    # last_seen written (time.monotonic()), and that check; see access.current_worker.
+    session_activity: Activity[str] = field(default_factory=lambda: Activity(
+        "sessions", sessions.touch, sessions.TOUCH_EVERY))  # cookie hashes used lately
+    worker_activity: Activity[str] = field(default_factory=lambda: Activity(
+        "workers", workers.touch, workers.SEEN_EVERY))  # GPU workers that asked lately
+    # (worker token id, worker id) → when its registration was last checked
+    # (time.monotonic()), and that check; see access.current_worker.
     workers_seen: dict[tuple[int, str], tuple[float, asyncio.Future[None]]] = field(
         default_factory=dict)
 

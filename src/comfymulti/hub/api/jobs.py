@@ -43,7 +43,7 @@ async def submit(request: Request, user: User = Depends(current_user),
     body = await read_json(request, hub.settings.queue.max_prompt_bytes)
     if not isinstance(body, dict) or "prompt" not in body:
         raise InvalidInput('body must be an object with a "prompt"')
-    job = await hub.run(hub.queue.submit, user, parse_submission(body))
+    job = await hub.queue.submit(user, parse_submission(body))
     return job_view(job)
 
 

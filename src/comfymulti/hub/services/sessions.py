@@ -3,19 +3,15 @@ so ending a session (logout, disable, password reset, removal) takes effect at o
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 
 from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
 from comfymulti.hub.services.auth import token_hash
 from comfymulti.models import LoginSession, User
-
-log = logging.getLogger("comfymulti.hub")
 
 MAX_AGE = 7 * 24 * 3600
 # last_used_at is informational: the sessions used are written this often, all at once.
@@ -47,46 +43,10 @@ def lookup(s: Session, digest: str) -> tuple[User, float] | None:
     return user, session.expires_at
 
 
-class Activity:
-    """The sessions used since their last_used_at was last written. Noted on every request
-    (in memory) and written for all of them once a TOUCH_EVERY: a write in the lookup made
-    the checks of cookies wait for the write lock, and the requests behind them (load bench:
-    job-list p99 30-50 s in a burst)."""
-
-    def __init__(self) -> None:
-        self._used: set[str] = set()
-
-    def note(self, digest: str) -> None:
-        self._used.add(digest)
-
-    async def write(self, run: Callable[[Callable[[Session], None]], Awaitable[None]]
-                    ) -> None:
-        """Write last_used_at of the sessions used since the last write, in one transaction
-        (`run` runs it off the loop); a failed write is tried again next time."""
-        used, self._used = self._used, set()
-        if not used:
-            return
-        now = time.time()
-
-        def touch(s: Session) -> None:
-            s.execute(update(LoginSession).where(LoginSession.token_hash.in_(used))
-                      .values(last_used_at=now))
-
-        try:
-            await run(touch)
-        except Exception:
-            self._used |= used
-            raise
-
-    async def keep_writing(self, run: Callable[[Callable[[Session], None]], Awaitable[None]]
-                           ) -> None:
-        while True:
-            await asyncio.sleep(TOUCH_EVERY)
-            try:
-                await self.write(run)
-            except Exception:  # the database is busy: next time
-                log.exception("could not write when sessions were used",
-                              extra={"action": "sessions"})
+def touch(s: Session, digests: set[str], now: float) -> None:
+    """Note that these sessions were used (see `activity.Activity`)."""
+    s.execute(update(LoginSession).where(LoginSession.token_hash.in_(digests))
+              .values(last_used_at=now))
 
 
 def end(s: Session, cookie: str) -> None:

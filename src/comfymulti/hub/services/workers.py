@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from comfymulti.catalog.codec import catalog_hash, pack
@@ -16,6 +16,10 @@ from comfymulti.hub.services.auth import WORKER_TOKEN_PREFIX, new_token, token_h
 from comfymulti.models import Catalog, Worker, WorkerToken
 from comfymulti.protocol import RegisterRequest
 from comfymulti.queue import fleet
+
+# A worker's registration is checked, and its last_seen written, at most this often: it
+# feeds "online" (a window of a minute or more), not correctness.
+SEEN_EVERY = 5.0
 
 
 def create_token(s: Session, name: str) -> str:
@@ -90,6 +94,11 @@ def get_worker(s: Session, token: WorkerToken, worker_id: str) -> Worker:
     if worker is None or worker.token_id != token.id:
         raise NotFound("unknown worker; register first")
     return worker
+
+
+def touch(s: Session, worker_ids: set[str], now: float) -> None:
+    """Note that these workers were seen (see `activity.Activity`)."""
+    s.execute(update(Worker).where(Worker.id.in_(worker_ids)).values(last_seen=now))
 
 
 def list_workers(s: Session) -> list[Worker]:

@@ -233,33 +233,31 @@ async def worker_token(request: Request, hub: HubContext = Depends(get_hub)) -> 
     return token
 
 
-# A worker's last_seen is written at most this often: it feeds "online", not correctness.
-SEEN_EVERY = 5.0
-
-
 async def current_worker(request: Request, token: WorkerToken = Depends(worker_token),
                          hub: HubContext = Depends(get_hub)) -> str:
     """The id of the registered worker behind the token and X-Worker-Id (the worker router's
-    own dependency, solved once per request). Checked in the database, and its last_seen
-    written, at most once per SEEN_EVERY: a worker makes several requests per job, and one
-    transaction (and thread hop) each for that was a large share of the hub's work. Requests
-    arriving while a check is under way wait for that one: under load each started its own,
-    and the checks themselves became a third of the hub's writes."""
+    own dependency, solved once per request). Checked in the database at most once per
+    SEEN_EVERY, by a read: a worker makes several requests per job, and one transaction each
+    was a large share of the hub's work. Requests arriving while a check is under way wait
+    for that one. That it was seen is noted in memory and written with the others'
+    (`worker_activity`): written here, it waited for the write lock behind participants'
+    submits, and so did the worker's request."""
     worker_id = request.headers.get(WORKER_ID_HEADER, "")
     key, now = (token.id, worker_id), time.monotonic()
     known = hub.workers_seen.get(key)
-    if known is None or now - known[0] >= SEEN_EVERY:
+    if known is None or now - known[0] >= workers.SEEN_EVERY:
 
-        def seen(s: Session) -> None:
-            workers.get_worker(s, token, worker_id).last_seen = time.time()
+        def check(s: Session) -> None:
+            workers.get_worker(s, token, worker_id)
 
-        known = hub.workers_seen[key] = (now, asyncio.ensure_future(hub.tx(seen, hub.work)))
+        known = hub.workers_seen[key] = (now, asyncio.ensure_future(hub.tx(check, hub.work)))
     try:
         await asyncio.shield(known[1])
     except Exception:
         if hub.workers_seen.get(key) is known:  # not remembered: the next request asks again
             del hub.workers_seen[key]
         raise
+    hub.worker_activity.note(worker_id)
     return worker_id
 
 

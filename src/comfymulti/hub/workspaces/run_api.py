@@ -64,22 +64,25 @@ def _output_nodes(hub: HubContext) -> Callable[[Job], list[str]]:
 async def post_prompt(request: Request, me: User = Depends(workspace_owner),
                       hub: HubContext = Depends(get_hub)) -> Response:
     sub = parse_submission(await read_json(request, hub.settings.queue.max_prompt_bytes))
-    return await hub.run(_check_and_submit, hub, me, sub)
+    checked = await hub.run(_check, hub, me, sub)
+    if isinstance(checked, Response):
+        return checked
+    job = await hub.queue.submit(me, sub)
+    return JSONResponse({"prompt_id": job.id, "number": job.seq, "node_errors": checked})
 
 
-def _check_and_submit(hub: HubContext, me: User, sub: Submission) -> Response:
-    """Validate against the workers' catalog as ComfyUI would, then queue (in a thread)."""
+def _check(hub: HubContext, me: User, sub: Submission) -> dict[str, Any] | Response:
+    """Validate against the workers' catalog as ComfyUI would (in a thread): the node
+    errors that do not stop the prompt, or the error answer that does."""
     with transaction(hub.factory) as s:
         object_info = hub.queue.catalogs.current(s)["object_info"]
-    node_errors: dict[str, Any] = {}
-    if object_info:
-        verdict = validate(sub.prompt, object_info, lambda name: _has_input(hub, me, name))
-        if verdict.error is not None:
-            return comfy_error(InvalidInput(verdict.error["message"]), verdict.node_errors,
-                               error=verdict.error)
-        node_errors = verdict.node_errors
-    job = hub.queue.submit(me, sub)
-    return JSONResponse({"prompt_id": job.id, "number": job.seq, "node_errors": node_errors})
+    if not object_info:
+        return {}
+    verdict = validate(sub.prompt, object_info, lambda name: _has_input(hub, me, name))
+    if verdict.error is not None:
+        return comfy_error(InvalidInput(verdict.error["message"]), verdict.node_errors,
+                           error=verdict.error)
+    return verdict.node_errors
 
 
 def _has_input(hub: HubContext, me: User, name: str) -> bool:
