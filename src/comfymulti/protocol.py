@@ -91,6 +91,8 @@ class CompleteRequest(BaseModel):
     lease_id: str = Field(max_length=64)
     status: Literal["success", "error", "interrupted", "retry"]
     error: dict[str, Any] | None = None
+    events: list[Event] = Field([], max_length=1000,
+                                description="the job's last events, stored before it ends")
 
 
 class JobStateResponse(BaseModel):

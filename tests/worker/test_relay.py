@@ -1,5 +1,6 @@
-"""Relay: ComfyUI's order, increasing seq, batching, executed waits for its files, output
-frames in parts within the batch budget; previews rate-limited."""
+"""Relay: ComfyUI's order, increasing seq, batching, executed waits for its files, the last
+events left for the completion to carry, output frames in parts within the batch budget;
+previews rate-limited."""
 
 from __future__ import annotations
 
@@ -56,6 +57,17 @@ def _relay(hub: EventsHub, uploads: dict[str, asyncio.Event] | None = None,
                  on_failed=lambda exc: record.append(exc))
 
 
+def _sent(hub: EventsHub, rest: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every event the hub got, then those the job's completion carries."""
+    return [e for b in hub.batches for e in b] + (rest or [])
+
+
+async def _until(condition: Any) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
 async def test_order_seq_and_executed_waits_for_its_files() -> None:
     hub = EventsHub()
     uploads = {"2": asyncio.Event()}
@@ -68,8 +80,9 @@ async def test_order_seq_and_executed_waits_for_its_files() -> None:
     sent = [e for b in hub.batches for e in b]
     assert [e["type"] for e in sent] == ["execution_start", "executing"]
     uploads["2"].set()
-    await relay.flush()
-    sent = [e for b in hub.batches for e in b]
+    rest = await relay.rest()  # the job ended: its completion carries what is left
+    assert [e["type"] for e in rest] == ["executed", "execution_success"]
+    sent = _sent(hub, rest)
     assert [e["seq"] for e in sent] == [0, 1, 2, 3]
     assert [e["type"] for e in sent] == ["execution_start", "executing", "executed",
                                          "execution_success"]
@@ -87,7 +100,7 @@ async def test_events_queue_up_while_the_hub_is_busy_then_go_in_one_batch() -> N
     for i in range(1, 50):
         relay.add("progress", {"value": i})
     hub.gate.set()
-    await relay.flush()
+    await _until(lambda: len(hub.batches) == 2)
     assert [len(b) for b in hub.batches] == [1, 49]
     assert [e["data"]["value"] for b in hub.batches for e in b] == list(range(50))
     await relay.aclose()
@@ -98,12 +111,12 @@ async def test_hub_cancel_and_lease_lost_are_reported() -> None:
     relay = _relay(hub, seen=seen)
     hub.cancel = True
     relay.add("progress", {})
-    await relay.flush()
-    assert seen == ["cancel"]
+    await _until(lambda: seen == ["cancel"])
     hub.fail = LeaseLost("gone")
     relay.add("progress", {})
+    await _until(lambda: len(seen) == 2)
     with pytest.raises(LeaseLost):
-        await relay.flush()
+        await relay.rest()
     assert isinstance(seen[-1], LeaseLost)
     await relay.aclose()
 
@@ -113,11 +126,12 @@ async def test_a_refused_batch_does_not_stop_the_relay() -> None:
     relay = _relay(hub, seen=seen)
     hub.fail = InvalidInput("bad event")
     relay.add("weird", {})
-    await relay.flush()
+    await hub.entered.wait()
     hub.fail = None
     relay.add("progress", {})
-    await relay.flush()
-    assert [e["seq"] for b in hub.batches for e in b] == [1]
+    await _until(lambda: hub.batches)
+    relay.add("progress", {})
+    assert [e["seq"] for e in _sent(hub, await relay.rest())] == [1, 2]
     assert seen == []
     await relay.aclose()
 
@@ -136,8 +150,8 @@ async def test_output_frames_go_in_order_in_parts_within_the_batch_budget(monkey
     relay.add_frame(small)
     relay.add("progress", {"value": 1})
     hub.gate.set()
-    await relay.flush()
-    sent = [e for b in hub.batches for e in b]
+    rest = await relay.rest()
+    sent = _sent(hub, rest)
     assert [e["seq"] for e in sent] == list(range(8))
     assert [e["type"] for e in sent] == ["executing"] + ["binary"] * 4 + [
         "progress", "binary", "progress"]
@@ -149,7 +163,7 @@ async def test_output_frames_go_in_order_in_parts_within_the_batch_budget(monkey
                 frames.append(pending)
                 pending = b""
     assert frames == [big, small]
-    budget = [sum(len(e["data"].get("frame", "")) for e in b) for b in hub.batches]
+    budget = [sum(len(e["data"].get("frame", "")) for e in b) for b in [*hub.batches, rest]]
     assert budget == [0, 16, 16, 8]  # never more than two 8-character parts in a batch
     await relay.aclose()
 

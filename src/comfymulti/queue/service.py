@@ -398,11 +398,16 @@ class JobQueue:
         """Store relayed ComfyUI events in order (duplicates by seq are ignored), renew the
         lease, and pass them on to the job owner's sockets. Binary frame parts go to the
         sockets as bytes; only their size is stored."""
-        frames = (await self._workers(_frame_parts, events)
-                  if any(ev["type"] == BINARY_EVENT for ev in events) else {})
+        frames = await self._frames(events)
         return await self._writes(
             lambda s, after: self._record_events(s, after, job_id, lease_id, events, frames,
                                                  worker_id))
+
+    async def _frames(self, events: list[dict[str, Any]]) -> dict[int, tuple[bytes, bool]]:
+        """The binary frame parts among `events`, decoded (on the workers' threads: a part
+        is up to 4 MiB of base64)."""
+        return (await self._workers(_frame_parts, events)
+                if any(ev["type"] == BINARY_EVENT for ev in events) else {})
 
     def _record_events(self, s: Session, after: After, job_id: str, lease_id: str,
                        events: list[dict[str, Any]], frames: dict[int, tuple[bytes, bool]],
@@ -455,15 +460,23 @@ class JobQueue:
             self.bus.publish(user_id, message)
 
     async def complete(self, job_id: str, lease_id: str, status: str,
-                       error: dict[str, Any] | None = None, worker_id: str | None = None
-                       ) -> Job:
-        if status == "retry":
-            return await self._writes(
-                lambda s, after: self._retry(s, after, job_id, lease_id, error, worker_id))
-        if status not in _FINISH:
+                       error: dict[str, Any] | None = None, worker_id: str | None = None,
+                       events: list[dict[str, Any]] | None = None) -> Job:
+        """End a held job (or give it back for a retry). Its last `events` are stored first,
+        in the same unit, as `record_events` would: the worker sends them with the end
+        rather than one request before it."""
+        if status != "retry" and status not in _FINISH:
             raise InvalidInput(f"unknown status {status!r}")
-        return await self._writes(
-            lambda s, after: self._finish(s, after, job_id, lease_id, status, error, worker_id))
+        frames = await self._frames(events or [])
+
+        def unit(s: Session, after: After) -> Job:
+            if events:
+                self._record_events(s, after, job_id, lease_id, events, frames, worker_id)
+            if status == "retry":
+                return self._retry(s, after, job_id, lease_id, error, worker_id)
+            return self._finish(s, after, job_id, lease_id, status, error, worker_id)
+
+        return await self._writes(unit)
 
     def _finish(self, s: Session, after: After, job_id: str, lease_id: str, status: str,
                 error: dict[str, Any] | None, worker_id: str | None) -> Job:

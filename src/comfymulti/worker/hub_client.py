@@ -190,9 +190,12 @@ class HubClient:
         return StoredFile.model_validate(resp.json())
 
     async def complete(self, job_id: str, lease_id: str, status: str,
-                       error: dict[str, Any] | None = None) -> str:
+                       error: dict[str, Any] | None = None,
+                       events: list[dict[str, Any]] | None = None) -> str:
+        """End the job; `events` (its last ones) are stored first, in the same transaction."""
         resp = await self._request("POST", f"/jobs/{job_id}/complete",
-                                   json={"lease_id": lease_id, "status": status, "error": error})
+                                   json={"lease_id": lease_id, "status": status, "error": error,
+                                         "events": events or []})
         return str(resp.json()["state"])
 
     async def release(self, job_id: str, lease_id: str) -> str:

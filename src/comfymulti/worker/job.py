@@ -168,9 +168,8 @@ class JobRun:
                 await env.hub.release(self.job_id, self.lease_id)
                 log.info("job %s: released to the hub", self.job_id)
             else:
-                await self.relay.flush()
                 state = await env.hub.complete(self.job_id, self.lease_id, outcome.status,
-                                               outcome.error)
+                                               outcome.error, await self.relay.rest())
                 log.info("job %s: %s (hub: %s)", self.job_id, outcome.status, state)
         except LeaseLost:
             self.flags.lost = True

@@ -111,3 +111,47 @@ def test_a_preview_that_arrives_after_comfyui_moved_on_is_dropped(ws_hub) -> Non
             message = ws.receive()
             seen.append(message.get("bytes") or json.loads(message["text"])["type"])
         assert stale not in seen and fresh in seen, seen
+
+
+def test_a_completion_carrying_the_last_events_relays_them_before_the_end(ws_hub) -> None:
+    """The worker sends a job's last events with its completion (one request less per job):
+    they are stored and reach the owner's socket, an output frame among them, before
+    ComfyUI's last word for the prompt; a completion refused (lease lost) stores none."""
+    harness, client = ws_hub
+    login(client, harness, "user002")
+    worker = _worker(client, harness, "w3")
+    png = b"\x89PNG" + bytes(range(64))
+    frame = struct.pack(">II", 1, 2) + png
+    with client.websocket_connect("/u/user002/ws") as ws:
+        sid = ws.receive_json()["data"]["sid"]
+        pid = client.post("/u/user002/api/prompt", json={
+            "prompt": IMAGE, "client_id": sid}).json()["prompt_id"]
+        leased = client.post("/worker/v1/lease", headers=worker).json()
+        last = [
+            {"seq": 0, "type": "executing", "data": {"node": "2", "prompt_id": pid}},
+            {"seq": 1, "type": "binary", "data": {"frame": _b64(frame)}},
+            {"seq": 2, "type": "executed", "data": {"node": "2", "prompt_id": pid,
+                                                    "output": {"text": ["done"]}}},
+            {"seq": 3, "type": "execution_success", "data": {"prompt_id": pid}},
+        ]
+        url = f"/worker/v1/jobs/{pid}/complete"
+        lost = client.post(url, headers=worker, json={
+            "lease_id": "not-the-lease", "status": "success", "events": last})
+        assert lost.status_code == 409, lost.text
+        r = client.post(url, headers=worker, json={
+            "lease_id": leased["lease_id"], "status": "success", "events": last})
+        assert r.status_code == 200 and r.json()["state"] == "succeeded", r.text
+        received: list[Any] = []
+        while ("executing", None) not in received:
+            message = ws.receive()
+            if message.get("text"):
+                body = json.loads(message["text"])
+                if body["type"] != "status":
+                    received.append((body["type"], body["data"].get("node")))
+            else:
+                received.append(message["bytes"])
+        assert received == [("executing", "2"), frame, ("executed", "2"),
+                            ("execution_success", None), ("executing", None)]
+    stored = client.get(f"/api/v1/jobs/{pid}/events").json()["events"]
+    assert [e["seq"] for e in stored if e["seq"] is not None] == [0, 1, 2, 3]
+    assert client.get(f"/api/v1/jobs/{pid}").json()["outputs"] == {"2": {"text": ["done"]}}

@@ -197,7 +197,8 @@ async def upload_output(job_id: str, request: Request, lease_id: str, key: str, 
 async def complete(job_id: str, request: Request, worker_id: str = Depends(current_worker),
                    hub: HubContext = Depends(get_hub)) -> JobStateResponse:
     req = await bodies.read_model(request, CompleteRequest, _EVENTS_LIMIT)
-    job = await hub.queue.complete(job_id, req.lease_id, req.status, req.error, worker_id)
+    job = await hub.queue.complete(job_id, req.lease_id, req.status, req.error, worker_id,
+                                   [e.model_dump() for e in req.events])
     return JobStateResponse(job_id=job.id, state=job.state)
 
 
