@@ -169,6 +169,27 @@ def submitted(queue: JobQueue, user: User) -> Job:
     return asyncio.run(queued(queue, user))
 
 
+def slow_groups(harness: HubHarness, monkeypatch: pytest.MonkeyPatch, pause: float
+                ) -> list[str]:
+    """Group commits made slow by `pause` after each group, so that units arriving meanwhile
+    gather; returns the list the hub's transactions' BEGIN statements are noted in."""
+    from sqlalchemy import event
+
+    from comfymulti import group_commit
+
+    begins: list[str] = []
+    event.listen(harness.ctx.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: sql.startswith("BEGIN") and begins.append(sql))
+    real_run = group_commit.GroupCommit._run
+
+    def slow_run(self: group_commit.GroupCommit, group: list[Any]) -> None:
+        real_run(self, group)
+        time.sleep(pause)
+
+    monkeypatch.setattr(group_commit.GroupCommit, "_run", slow_run)
+    return begins
+
+
 def held_back(real: Callable[..., Any], calls: list[int], go: threading.Event
               ) -> Callable[..., Any]:
     """`real`, with each call counted in `calls` and waiting for `go` (up to 10 s) first."""

@@ -101,24 +101,14 @@ async def test_submits_arriving_together_share_transactions(live_hub, monkeypatc
     and every caller gets its own answer."""
     import httpx
 
-    from comfymulti import group_commit
-    from tests.conftest import simple_prompt
+    from tests.conftest import simple_prompt, slow_groups
 
     harness, url = live_hub(queue={"max_queued_per_user": 2})
     names = [f"u{n}" for n in range(12)]
     for name in names:
         harness.user(name)
     tokens = {name: harness.bearer(name) for name in names}
-    begins: list[str] = []
-    event.listen(harness.ctx.engine, "before_cursor_execute",
-                 lambda _c, _cur, sql, *_a: sql.startswith("BEGIN") and begins.append(sql))
-    real_run = group_commit.GroupCommit._run
-
-    def slow_run(self, group):  # type: ignore[no-untyped-def]
-        real_run(self, group)
-        time.sleep(0.1)  # the others arrive while this group commits
-
-    monkeypatch.setattr(group_commit.GroupCommit, "_run", slow_run)
+    begins = slow_groups(harness, monkeypatch, 0.1)  # the others arrive meanwhile
     async with httpx.AsyncClient(base_url=url) as web:
         answers = await asyncio.gather(*(
             web.post(f"/u/{name}/api/prompt", json={"prompt": simple_prompt()},

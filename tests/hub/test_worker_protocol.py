@@ -107,7 +107,6 @@ async def test_worker_requests_check_the_worker_once_per_window_and_never_write(
     SEEN_EVERY, by a read. Its last_seen is written with the other workers', by the hub's
     periodic write, never by its requests (they waited for the write lock under load)."""
     import sqlite3
-    import time
 
     from sqlalchemy import event
 
@@ -140,7 +139,6 @@ async def test_requests_during_a_worker_check_share_it(live_hub, monkeypatch) ->
     """A worker's requests arriving while its check is under way wait for that check rather
     than each starting one (under load each did, a third of the hub's writes)."""
     import asyncio
-    import time
 
     from comfymulti.hub.services import workers
 
@@ -167,25 +165,14 @@ async def test_requests_during_a_worker_check_share_it(live_hub, monkeypatch) ->
 async def test_reports_arriving_together_share_transactions(live_hub, monkeypatch) -> None:
     """Reports from several workers at once are written in a few group transactions, not one
     each; a refused report (a job that does not exist) fails alone."""
-    from sqlalchemy import event
-
-    from comfymulti import group_commit
+    from tests.conftest import slow_groups
 
     harness, url = live_hub()
     token = harness.worker_token()
     clients = [HubClient(url, token) for _ in range(8)]
     for n, client in enumerate(clients):
         await client.register(f"gpu-{n}", tiny_catalog())
-    begins: list[str] = []
-    event.listen(harness.ctx.engine, "before_cursor_execute",
-                 lambda _c, _cur, sql, *_a: sql.startswith("BEGIN") and begins.append(sql))
-    real_run = group_commit.GroupCommit._run
-
-    def slow_run(self, group):  # type: ignore[no-untyped-def]
-        real_run(self, group)
-        time.sleep(0.05)  # the others arrive while this group commits
-
-    monkeypatch.setattr(group_commit.GroupCommit, "_run", slow_run)
+    begins = slow_groups(harness, monkeypatch, 0.05)  # the others arrive meanwhile
     answers = await asyncio.gather(*(c.renew({}) for c in clients for _ in range(3)))
     assert all(a is not None for a in answers)
     assert 1 <= len(begins) <= 6  # 24 reports
