@@ -10,7 +10,8 @@ and gets its own error. What a unit must do once its writes are committed (tell 
 workers) it appends to `after`; that runs on the event loop after the commit.
 
 Between groups the writer goes back to the event loop, which hands it the next one: in that
-gap the other writers (a login's session, a participant's submit) take their turn.
+gap the other writers (a login's session, the other group: the queue keeps one for the
+workers' reports and one for participants' submits) take their turn.
 """
 
 from __future__ import annotations
