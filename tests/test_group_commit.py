@@ -1,5 +1,6 @@
-"""Group commit: units of write work that arrive together share one transaction, each in a
-savepoint of its own, with their after-commit actions run only once the group is committed."""
+"""Group commit: units of write work that arrive together share one transaction, a failing
+one undoing only its own writes, with their after-commit actions run only once the group is
+committed."""
 
 from __future__ import annotations
 
@@ -46,12 +47,12 @@ def _insert(n: int, log: list[str], check: Callable[[], None] | None = None
     return unit
 
 
-def _count_begins(engine: Engine) -> list[str]:
+def _count_begins(engine: Engine, first_word: str = "BEGIN") -> list[str]:
     begins: list[str] = []
 
     @event.listens_for(engine, "before_cursor_execute")
     def _seen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
-        if statement.startswith("BEGIN"):
+        if statement.startswith(first_word):
             begins.append(statement)
     return begins
 
@@ -102,19 +103,22 @@ def test_units_arriving_together_share_one_transaction_and_a_failure_undoes_only
     assert isinstance(answers[2], ValueError)
     assert _outside(path) == [0, 1, 3, 4]  # unit 2's own write undone, the rest committed
     assert log == ["after 0", "after 1", "after 3", "after 4"]  # in order, not the failed one
-    assert begins == ["BEGIN IMMEDIATE"] * 2  # the gate's, then one for all five
+    # The gate's; the five without savepoints, rolled back when unit 2 fails; the five
+    # again, each in a savepoint.
+    assert begins == ["BEGIN IMMEDIATE"] * 3
 
 
 def test_groups_are_capped_and_the_rest_go_in_the_next_in_order(
         db: tuple[Engine, sessionmaker[Session], Path]) -> None:
     engine, factory, path = db
-    begins = _count_begins(engine)
+    begins, savepoints = _count_begins(engine), _count_begins(engine, "SAVEPOINT")
     log: list[str] = []
     group = GroupCommit(factory, most=2)
     assert asyncio.run(_Gate().queue(group, [_insert(n, log) for n in range(5)])) == [
         0, 1, 2, 3, 4]
     assert _outside(path) == [0, 1, 2, 3, 4] and log == [f"after {n}" for n in range(5)]
     assert len(begins) == 1 + 3  # the gate, then 2 + 2 + 1
+    assert savepoints == []  # while no unit fails, none (each statement costs the writer)
 
 
 def test_a_transaction_that_cannot_start_fails_its_whole_group_and_the_next_one_works(

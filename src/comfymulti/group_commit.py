@@ -80,14 +80,34 @@ class GroupCommit:
                 _deliver(item)
 
     def _run(self, group: list[_Item]) -> None:
+        """The group's transaction. Units run first without savepoints: the writer waits for
+        the GIL at every statement, and SAVEPOINT and RELEASE were two of a report's five. If
+        a unit fails, that transaction is rolled back and the group runs again with each
+        unit in a savepoint, so only the failing one is undone (units may run twice: they
+        only write to the database and note after-commit actions)."""
+        try:
+            self._attempt(group, savepoints=False)
+        except _UnitFailed:
+            self._attempt(group, savepoints=True)
+
+    def _attempt(self, group: list[_Item], savepoints: bool) -> None:
+        # rollback_only: a unit's session neither commits nor opens a savepoint; its
+        # rollback (on an error) rolls back the whole transaction.
+        mode = "create_savepoint" if savepoints else "rollback_only"
         with write_transaction(self._factory) as conn:
             for item in group:
+                item.value, item.error, item.after = None, None, []
                 try:
-                    with (self._factory(bind=conn, join_transaction_mode="create_savepoint")
-                          as s, s.begin()):
+                    with self._factory(bind=conn, join_transaction_mode=mode) as s, s.begin():
                         item.value = item.unit(s, item.after)
                 except Exception as exc:
+                    if not savepoints:
+                        raise _UnitFailed from exc
                     item.error, item.after = exc, []
+
+
+class _UnitFailed(Exception):
+    """A unit failed in a group run without savepoints: run the group again with them."""
 
 
 def _deliver(item: _Item) -> None:
