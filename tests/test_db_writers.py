@@ -14,6 +14,26 @@ from comfymulti.db import make_engine, session_factory, transaction
 def test_concurrent_writers_queue_without_sqlite_busy(tmp_path: Path) -> None:
     """With SQLite's own wait turned off, a second writer during a long write fails at once
     (SQLITE_BUSY) unless the engine makes it wait its turn: it must wait, then succeed."""
+    _two_writers(tmp_path)
+
+
+def test_the_next_writer_starts_once_the_commit_is_done(tmp_path: Path, monkeypatch) -> None:
+    """SQLAlchemy's commit event comes before the commit: a turn given back there let the
+    next writer find the file still locked (a rare SQLITE_BUSY, seen once in CI). A slow
+    commit makes that certain."""
+    from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+
+    real = SQLiteDialect_pysqlite.do_commit
+
+    def slow_commit(self, dbapi_connection) -> None:  # type: ignore[no-untyped-def]
+        time.sleep(0.2)
+        real(self, dbapi_connection)
+
+    monkeypatch.setattr(SQLiteDialect_pysqlite, "do_commit", slow_commit)
+    _two_writers(tmp_path)
+
+
+def _two_writers(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
 
     @event.listens_for(engine, "connect")

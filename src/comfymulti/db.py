@@ -62,34 +62,54 @@ def make_engine(url: str) -> Engine:
 # SQL that makes pysqlite open a write transaction (it runs reads before one in autocommit),
 # and the statement write_transaction opens one with.
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN IMMEDIATE")
-_HOLDS = "comfymulti_writer"
 
 
 def _one_writer(engine: Engine) -> None:
-    """Writers of this engine take turns on an in-process lock, from their first write to
-    commit or rollback. SQLite has one writer anyway; without this, the others poll the file
-    lock with growing sleeps (the busy handler) and a waiting writer can lose every round,
-    which under load made job completions and submits wait for seconds. Waiting longer than
-    the busy timeout is the same 503 as a busy database."""
+    """Writers of this engine take turns on an in-process lock, from their first write until
+    their commit or rollback is done. SQLite has one writer anyway; without this, the others
+    poll the file lock with growing sleeps (the busy handler) and a waiting writer can lose
+    every round, which under load made job completions and submits wait for seconds.
+    Waiting longer than the busy timeout is the same 503 as a busy database."""
     lock = threading.Lock()
+    holders: set[int] = set()  # the DB-API connections holding the lock (by id)
 
     @event.listens_for(engine, "before_cursor_execute")
-    def _take(conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
-        if conn.info.get(_HOLDS) or not statement.lstrip().upper().startswith(_WRITES):
+    def _take(_conn, cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        key = id(cursor.connection)
+        if key in holders or not statement.lstrip().upper().startswith(_WRITES):
             return
         if not lock.acquire(timeout=BUSY_TIMEOUT_MS / 1000):
             raise Unavailable("the database is busy; try again in a few seconds",
                               retry_after=RETRY_AFTER_SECONDS)
-        conn.info[_HOLDS] = True
+        holders.add(key)
 
-    def _give_back(info: dict[str, Any]) -> None:
-        if info.pop(_HOLDS, False):
+    def _give_back(dbapi_connection: Any) -> None:
+        key = id(getattr(dbapi_connection, "dbapi_connection", dbapi_connection))
+        if key in holders:
+            holders.discard(key)
             lock.release()
 
-    event.listen(engine, "commit", lambda conn: _give_back(conn.info))
-    event.listen(engine, "rollback", lambda conn: _give_back(conn.info))
+    # Given back once the commit or rollback itself is done. (SQLAlchemy's commit and
+    # rollback events come before it: the next writer then found the file still locked.)
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def do_commit(dbapi_connection: Any) -> None:
+        try:
+            commit(dbapi_connection)
+        finally:
+            _give_back(dbapi_connection)
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        try:
+            rollback(dbapi_connection)
+        finally:
+            _give_back(dbapi_connection)
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
     # A connection going back to the pool unfinished is rolled back by the pool itself.
-    event.listen(engine.pool, "checkin", lambda _dbapi, record: _give_back(record.info))
+    event.listen(engine.pool, "checkin", lambda dbapi, _record: _give_back(dbapi))
 
 
 def database_file(url: str) -> Path | None:
