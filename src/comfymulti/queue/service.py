@@ -2,9 +2,10 @@
 routes and the CLI alike; nothing else decides what happens to a job.
 
 Its methods are blocking (short transactions; the hub calls them in threads), except the
-GPU workers' calls: their lease long-poll waits on the event loop and hands dispatch to one
-thread, and their reports (renewals, events, outputs, completions) go to one writer thread
-that commits many of them per transaction (group_commit).
+hot writes: a submit, and the GPU workers' reports (renewals, events, outputs, completions),
+each go to a writer thread of their own that commits many of them per transaction
+(group_commit); the workers' lease long-poll waits on the event loop and hands dispatch to
+one thread.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Update, delete, func, insert, select, update
@@ -32,11 +32,18 @@ from comfymulti.queue.scheduler import Candidate
 log = logging.getLogger("comfymulti.queue")
 
 
+def _events(s: Session, job_id: str, attempt: int,
+            rows: Sequence[tuple[int | None, str, dict[str, Any]]], now: float) -> None:
+    """Job events (seq, type, data) in one INSERT, a multi-row one for a batch (see
+    `_updated`)."""
+    s.execute(insert(JobEvent).values([
+        {"job_id": job_id, "attempt": attempt, "seq": seq, "type": type_,
+         "data": json.dumps(data), "created_at": now} for seq, type_, data in rows]))
+
+
 def _event(s: Session, job: Job | str, attempt: int, type_: str, data: dict[str, Any],
-           now: float, seq: int | None = None) -> None:
-    job_id = job if isinstance(job, str) else job.id
-    s.execute(insert(JobEvent).values(job_id=job_id, attempt=attempt, seq=seq, type=type_,
-                                      data=json.dumps(data), created_at=now))
+           now: float) -> None:
+    _events(s, job if isinstance(job, str) else job.id, attempt, [(None, type_, data)], now)
 
 
 def _transition(
@@ -333,11 +340,9 @@ def seen_seqs(s: Session, job_id: str, attempt: int, seqs: list[int]) -> set[int
 
 def add_worker_events(s: Session, job: Job, events: list[tuple[int, str, dict[str, Any]]],
                       now: float) -> None:
-    """Store relayed events (seq, type, data) in one multi-row INSERT (see `_updated`)."""
+    """Store relayed events (seq, type, data) of the job's current attempt."""
     if events:
-        s.execute(insert(JobEvent).values([
-            {"job_id": job.id, "attempt": job.attempts, "seq": seq, "type": type_,
-             "data": json.dumps(data), "created_at": now} for seq, type_, data in events]))
+        _events(s, job.id, job.attempts, events, now)
 
 
 def set_outputs(s: Session, job: Job, outputs: dict[str, Any]) -> None:
