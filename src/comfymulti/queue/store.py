@@ -37,7 +37,7 @@ def _events(s: Session, rows: Sequence[tuple[str, int, int | None, str, dict[str
     """Job events (job id, attempt, seq, type, data), a batch in one executemany: one
     statement compiled once (a multi-row VALUES was compiled anew for every batch, the
     costliest part of a worker's report)."""
-    s.execute(insert(JobEvent), [
+    s.execute(insert(JobEvent).execution_options(render_nulls=True), [
         {"job_id": job_id, "attempt": attempt, "seq": seq, "type": type_,
          "data": json.dumps(data), "created_at": now}
         for job_id, attempt, seq, type_, data in rows])
