@@ -185,3 +185,42 @@ def test_password_checks_run_at_most_limit_at_once(monkeypatch) -> None:
 
     assert asyncio.run(rush()) == [True] * 8
     assert most == 2
+
+
+def test_logins_at_once_share_a_session_insert_and_each_gets_its_own(live_hub,
+                                                                      monkeypatch) -> None:
+    """300 people logging in at once waited for the write lock one session at a time (load
+    bench: login p99 ~9 s); sessions started together are written together, and every
+    login still gets a cookie of its own that opens its own workspace only."""
+    import httpx
+    from sqlalchemy import event
+
+    from tests.conftest import slow_groups
+
+    harness, url = live_hub()
+    names = [harness.user(f"u{n:02d}") for n in range(12)]
+    begins = slow_groups(harness, monkeypatch, 0.1)
+    inserts: list[str] = []
+    event.listen(harness.ctx.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: sql.startswith("INSERT INTO sessions ")
+                 and inserts.append(sql))
+
+    async def log_in(name: str) -> httpx.Cookies:
+        async with httpx.AsyncClient(base_url=url) as web:
+            r = await web.post("/login", data={"username": name,
+                                               "password": harness.passwords[name]})
+            assert r.status_code == 303, r.text
+            return web.cookies
+
+    async def main() -> list[httpx.Cookies]:
+        return await asyncio.gather(*(log_in(name) for name in names))
+
+    jars = asyncio.run(main())
+    assert 1 <= len(inserts) <= len(begins) < len(names)
+    assert len({jar.get("comfymulti_session") for jar in jars}) == len(names)
+    with httpx.Client(base_url=url) as web:
+        for name, jar in zip(names, jars, strict=True):
+            web.cookies = jar
+            assert web.get(f"/u/{name}/api/settings").status_code == 200
+            other = names[(names.index(name) + 1) % len(names)]
+            assert web.get(f"/u/{other}/api/settings").status_code in (403, 404)
