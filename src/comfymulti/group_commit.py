@@ -10,8 +10,8 @@ unit must do once its writes are committed (tell sockets, wake workers) it appen
 `after`; that runs on the event loop after the commit.
 
 Between groups the writer goes back to the event loop, which hands it the next one: in that
-gap the other writers (a login's session, the other group: the queue keeps one for the
-workers' reports and one for participants' submits) take their turn.
+gap the other writers take their turn (the other groups: the workers' reports, participants'
+submits and logins' sessions each have one; a dispatch pass; an admin's change).
 """
 
 from __future__ import annotations
