@@ -1,8 +1,9 @@
 """The only code that writes job rows (and their events and output records).
 
 Every state change is a conditional UPDATE on (id, expected states[, lease]) that must hit
-exactly one row; otherwise the caller gets Conflict/LeaseLost and nothing changed. Each change
-is written to job_events and logged with an action name.
+exactly one row; otherwise the caller gets Conflict/LeaseLost (a dispatch pass's lease: None
+for that job) and nothing changed. Each change is written to job_events and logged with an
+action name.
 """
 
 from __future__ import annotations
