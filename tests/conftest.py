@@ -180,12 +180,13 @@ def slow_groups(harness: HubHarness, monkeypatch: pytest.MonkeyPatch, pause: flo
     begins: list[str] = []
     event.listen(harness.ctx.engine, "before_cursor_execute",
                  lambda _c, _cur, sql, *_a: sql.startswith("BEGIN") and begins.append(sql))
-    for kind in (group_commit.GroupCommit, group_commit.BatchCommit):
-        def slow_run(self: Any, group: list[Any], real_run: Any = kind._run) -> None:
-            real_run(self, group)
-            time.sleep(pause)
+    real_run = group_commit.GroupCommit._run
 
-        monkeypatch.setattr(kind, "_run", slow_run)
+    def slow_run(self: group_commit.GroupCommit, group: list[Any]) -> None:
+        real_run(self, group)
+        time.sleep(pause)
+
+    monkeypatch.setattr(group_commit.GroupCommit, "_run", slow_run)
     return begins
 
 

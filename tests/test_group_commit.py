@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from comfymulti.db import make_engine, session_factory, transaction
 from comfymulti.errors import Unavailable
-from comfymulti.group_commit import After, BatchCommit, GroupCommit
+from comfymulti.group_commit import After, GroupCommit
 
 
 @pytest.fixture
@@ -154,58 +154,3 @@ def test_a_transaction_that_cannot_start_fails_its_whole_group_and_the_next_one_
 
     assert asyncio.run(again()) == 7
     assert _outside(path) == [7] and log == ["after 7"]
-
-
-def test_units_share_one_session_until_one_fails(
-        db: tuple[Engine, sessionmaker[Session], Path]) -> None:
-    """A session per unit was a tenth of a report's CPU on the writer thread: a group shares
-    one; the rerun after a failure gives each unit its own, in its own savepoint."""
-    _engine, factory, path = db
-    seen: list[list[int]] = [[], []]  # sessions of the first and of the second group
-
-    def noting(n: int, run: int, fail: bool = False) -> Callable[[Session, After], int]:
-        def unit(s: Session, after: After) -> int:
-            seen[run].append(id(s))
-            s.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
-            if fail:
-                raise ValueError("refused")
-            return n
-        return unit
-
-    group = GroupCommit(factory)
-    asyncio.run(_Gate().queue(group, [noting(n, 0) for n in range(3)]))
-    assert len(seen[0]) == 3 and len(set(seen[0])) == 1
-    asyncio.run(_Gate().queue(group, [noting(10, 1), noting(11, 1, fail=True), noting(12, 1)]))
-    assert len(seen[1]) == 2 + 3  # the run stopped at the failure, then the rerun
-    assert len(set(seen[1][2:])) == 3
-    assert _outside(path) == [0, 1, 2, 10, 12]
-
-
-def test_a_batch_writes_its_items_together_and_refuses_one_alone(
-        db: tuple[Engine, sessionmaker[Session], Path]) -> None:
-    """BatchCommit: the items of a group go to one function in one transaction; an item it
-    answers with an exception gets that error and no after-commit action, the others their
-    values."""
-    engine, factory, path = db
-    begins = _count_begins(engine)
-    log: list[str] = []
-    calls: list[list[int]] = []
-
-    def write(s: Session, items: list[int], afters: list[After]) -> list[object]:
-        calls.append(items)
-        kept = [n for n in items if n != 2]
-        s.execute(text("INSERT INTO t VALUES (:n)"), [{"n": n} for n in kept])
-        for n, after in zip(items, afters, strict=True):
-            after.append(lambda n=n: log.append(f"after {n}"))
-        return [ValueError("no 2") if n == 2 else n * 10 for n in items]
-
-    batch = BatchCommit(factory, write)
-
-    async def main() -> list[object]:
-        return await asyncio.gather(*(batch(n) for n in range(4)), return_exceptions=True)
-
-    answers = asyncio.run(main())
-    assert answers[:2] == [0, 10] and answers[3] == 30 and isinstance(answers[2], ValueError)
-    assert _outside(path) == [0, 1, 3]
-    assert log == ["after 0", "after 1", "after 3"]
-    assert calls == [[0, 1, 2, 3]] and begins == ["BEGIN IMMEDIATE"]

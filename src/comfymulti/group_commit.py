@@ -5,13 +5,13 @@ completions: about six per job) each took a thread and a transaction of their ow
 most of their time queued for the write lock behind each other, then for a thread (load
 bench: ~3 s per report, ~18 s from a job's end to its owner hearing of it). Here one thread
 writes them: the units that arrive while it commits go together into its next transaction,
-and a unit that fails undoes only its own writes and gets its own error (see `_run`). What a
-unit must do once its writes are committed (tell sockets, wake workers) it appends to
-`after`; that runs on the event loop after the commit.
+each in a savepoint and a session of its own, so a unit that fails undoes only its own writes
+and gets its own error. What a unit must do once its writes are committed (tell sockets, wake
+workers) it appends to `after`; that runs on the event loop after the commit.
 
 Between groups the writer goes back to the event loop, which hands it the next one: in that
-gap the other writers take their turn (the other groups: the workers' reports, participants'
-submits and logins' sessions each have one; a dispatch pass; an admin's change).
+gap the other writers (a login's session, the other group: the queue keeps one for the
+workers' reports and one for participants' submits) take their turn.
 """
 
 from __future__ import annotations
@@ -80,63 +80,30 @@ class GroupCommit:
                 _deliver(item)
 
     def _run(self, group: list[_Item]) -> None:
-        """The group's transaction. Units run first in one session without savepoints: the
-        writer waits for the GIL at every statement, and SAVEPOINT and RELEASE were two of a
-        report's five (and a session per unit a tenth of its CPU). If a unit fails, that
-        transaction is rolled back and the group runs again with each unit in a savepoint
-        and a session of its own, so only the failing one is undone (units may run twice:
-        they only write to the database and note after-commit actions)."""
+        """The group's transaction. Units run first without savepoints: the writer waits for
+        the GIL at every statement, and SAVEPOINT and RELEASE were two of a report's five. If
+        a unit fails, that transaction is rolled back and the group runs again with each
+        unit in a savepoint, so only the failing one is undone (units may run twice: they
+        only write to the database and note after-commit actions)."""
         try:
             self._attempt(group, savepoints=False)
         except _UnitFailed:
             self._attempt(group, savepoints=True)
 
     def _attempt(self, group: list[_Item], savepoints: bool) -> None:
+        # rollback_only: a unit's session neither commits nor opens a savepoint; its
+        # rollback (on an error) rolls back the whole transaction.
+        mode = "create_savepoint" if savepoints else "rollback_only"
         with write_transaction(self._factory) as conn:
-            if not savepoints:  # one session for the group: a unit's error fails the run
-                with self._factory(bind=conn, join_transaction_mode="rollback_only") as s, \
-                        s.begin():
-                    for item in group:
-                        item.value, item.error, item.after = None, None, []
-                        try:
-                            item.value = item.unit(s, item.after)
-                        except Exception as exc:
-                            raise _UnitFailed from exc
-                return
             for item in group:
                 item.value, item.error, item.after = None, None, []
                 try:
-                    with self._factory(bind=conn, join_transaction_mode="create_savepoint"
-                                       ) as s, s.begin():
+                    with self._factory(bind=conn, join_transaction_mode=mode) as s, s.begin():
                         item.value = item.unit(s, item.after)
                 except Exception as exc:
+                    if not savepoints:
+                        raise _UnitFailed from exc
                     item.error, item.after = exc, []
-
-
-class BatchCommit(GroupCommit):
-    """`await batch(item)`: like GroupCommit, but a group's items are data that one function
-    writes together, `write(session, items, afters)`, in a few statements for the whole
-    group rather than the same few for each item: every statement holds the write lock
-    through a wait for the GIL (load bench, submits: ~40 ms of lock per submit at five
-    statements each). It returns one result per item, an exception for an item refused on
-    its own (whose rows it must not write); raising fails the whole group."""
-
-    def __init__(self, factory: sessionmaker[Session],
-                 write: Callable[[Session, list[Any], list[After]], list[Any]],
-                 most: int = MAX_UNITS) -> None:
-        super().__init__(factory, most)
-        self._write = write
-
-    def _run(self, group: list[_Item]) -> None:
-        afters: list[After] = [[] for _ in group]
-        with write_transaction(self._factory) as conn, \
-                self._factory(bind=conn, join_transaction_mode="rollback_only") as s, s.begin():
-            results = self._write(s, [item.unit for item in group], afters)
-        for item, result, after in zip(group, results, afters, strict=True):
-            if isinstance(result, Exception):
-                item.error = result
-            else:
-                item.value, item.after = result, after
 
 
 class _UnitFailed(Exception):

@@ -19,7 +19,6 @@ from comfymulti.blocking import Offload
 from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.events import EventBus
-from comfymulti.group_commit import BatchCommit
 from comfymulti.hub import autopilot
 from comfymulti.hub.api import (
     admin,
@@ -32,7 +31,6 @@ from comfymulti.hub.api import (
     worker,
 )
 from comfymulti.hub.context import HubContext
-from comfymulti.hub.services import sessions
 from comfymulti.hub.services.auth import PasswordChecks
 from comfymulti.hub.services.credentials import Credentials
 from comfymulti.hub.web import errors, openapi
@@ -83,7 +81,6 @@ def build_context(settings: Settings) -> HubContext:
                      probe=Offload(2),
                      job_lists=ViewCache(), job_pages=ViewCache(),
                      credentials=Credentials(engine, factory, AUTH_THREADS),
-                     logins=BatchCommit(factory, sessions.start_all),
                      password_checks=PasswordChecks(os.cpu_count() or 2))
 
     def jobs_by_state() -> dict[str, int]:

@@ -17,7 +17,6 @@ from comfymulti.blocking import Offload
 from comfymulti.config import Settings
 from comfymulti.db import transaction
 from comfymulti.events import EventBus
-from comfymulti.group_commit import BatchCommit
 from comfymulti.hub.services import sessions, workers
 from comfymulti.hub.services.activity import Activity
 from comfymulti.hub.services.auth import PasswordChecks
@@ -51,7 +50,6 @@ class HubContext:
     job_lists: ViewCache[bytes]  # participants' job-list answers, reused between changes
     job_pages: ViewCache[JobPage]  # the same without positions and ETAs, between the user's changes
     credentials: Credentials  # who cookies and API tokens stand for, between changes
-    logins: BatchCommit  # `await hub.logins(user)`: a new session's cookie (sessions.start_all)
     session_activity: Activity[str] = field(default_factory=lambda: Activity(
         "sessions", sessions.touch, sessions.TOUCH_EVERY))  # cookie hashes used lately
     worker_activity: Activity[str] = field(default_factory=lambda: Activity(

@@ -33,7 +33,7 @@ from comfymulti.config import QueueSettings
 from comfymulti.db import transaction
 from comfymulti.errors import Conflict, InvalidInput, NotFound, QuotaExceeded
 from comfymulti.events import EventBus
-from comfymulti.group_commit import After, BatchCommit, GroupCommit
+from comfymulti.group_commit import After, GroupCommit
 from comfymulti.metrics import Metrics
 from comfymulti.models import Job, Output, User, Worker
 from comfymulti.protocol import BINARY_EVENT, FramePart
@@ -97,12 +97,8 @@ class JobQueue:
         # Participants' submits, in groups of their own: in a burst each took a thread and a
         # transaction, and waited for the write lock in turn with every other (load bench:
         # submit p50 2 s, and the drain could go no faster than the heavy users' submits).
-        self._submits = BatchCommit(factory, self._insert)
+        self._submits = GroupCommit(factory)
         self._executing: dict[str, str | None] = {}  # job id -> node ComfyUI runs now
-        # job id -> (attempt, highest event seq stored, or more): a report whose events all
-        # come later needs no read for repeats. Written by the report writer; after a
-        # rolled-back group it may be too high, which only costs that read.
-        self._stored_seq: dict[str, tuple[int, int]] = {}
         self._view: tuple[int, float, list[scheduler.Candidate],
                           dict[str, tuple[int, float]]] | None = None
         self._computing = threading.Lock()  # one queue view computed at a time
@@ -146,50 +142,34 @@ class JobQueue:
     async def submit(self, user: User, sub: Submission, *, priority: int | None = None
                      ) -> Job:
         """Queue a checked submission, within the per-user and hub-wide caps."""
-        return await self._submits((user, sub, priority))  # type: ignore[no-any-return]
+        role = Role(user.role)
 
-    def _insert(self, s: Session, subs: list[tuple[User, Submission, int | None]],
-                afters: list[After]) -> list[Job | Exception | None]:
-        """A group of submissions: the caps counted once for all of them (in the serial
-        writer: two submits at once both passing a cap cannot happen), the accepted ones
-        inserted with their events in two statements."""
-        total = store.count_queued(s)
-        mine = store.queued_by_user(s, {user.id for user, _, _ in subs})
-        taken = store.existing_ids(s, [sub.prompt_id for _, sub, _ in subs if sub.prompt_id])
-        results: list[Job | Exception | None] = []  # None: accepted, inserted below
-        rows: list[dict[str, Any]] = []
-        now = time.time()
-        for user, sub, priority in subs:
-            role = Role(user.role)
-            job_id = sub.prompt_id or str(uuid.uuid4())
-            if total >= self.settings.max_queued_total:
-                results.append(QuotaExceeded(
+        def unit(s: Session, after: After) -> Job:
+            if store.count_queued(s) >= self.settings.max_queued_total:
+                raise QuotaExceeded(
                     f"the hub's queue is full ({self.settings.max_queued_total} jobs); "
-                    "try again when some have run"))
-            elif role == Role.PARTICIPANT and (
-                    mine.get(user.id, 0) >= self.settings.max_queued_per_user):
-                results.append(QuotaExceeded(
+                    "try again when some have run"
+                )
+            if role == Role.PARTICIPANT and (
+                store.count_queued(s, user.id) >= self.settings.max_queued_per_user
+            ):
+                raise QuotaExceeded(
                     f"you already have {self.settings.max_queued_per_user} jobs waiting; "
-                    "wait for one to start or cancel one"))
-            elif job_id in taken:
-                results.append(Conflict(f"a job with id {job_id} exists already"))
-            else:
-                taken.add(job_id)
-                total += 1
-                mine[user.id] = mine.get(user.id, 0) + 1
-                results.append(None)
-                rows.append(store.job_row(
-                    job_id=job_id, user=user, prompt=sub.prompt, extra_data=sub.extra_data,
-                    client_id=sub.client_id,
-                    priority=ROLE_PRIORITY[role] if priority is None else priority,
-                    instructor=role == Role.INSTRUCTOR, requirements=sub.requirements,
-                    now=now))
-        jobs = iter(store.insert_jobs(s, rows, now))
-        for i, result in enumerate(results):
-            if result is None:
-                job = results[i] = next(jobs)
-                afters[i].append(lambda user_id=job.user_id: self._submitted(user_id))
-        return results
+                    "wait for one to start or cancel one"
+                )
+            if sub.prompt_id and store.job_exists(s, sub.prompt_id):
+                raise Conflict(f"a job with id {sub.prompt_id} exists already")
+            job = store.insert_job(
+                s, job_id=sub.prompt_id or str(uuid.uuid4()), user=user, prompt=sub.prompt,
+                extra_data=sub.extra_data, client_id=sub.client_id,
+                priority=ROLE_PRIORITY[role] if priority is None else priority,
+                instructor=role == Role.INSTRUCTOR, requirements=sub.requirements,
+                now=time.time(),
+            )
+            after.append(lambda: self._submitted(user.id))
+            return job
+
+        return await self._submits(unit)
 
     def _submitted(self, user_id: int) -> None:
         self.metrics.jobs_submitted.inc()
@@ -320,28 +300,25 @@ class JobQueue:
 
     def _lease_batch(self, worker_ids: list[str]) -> list[Job | None]:
         """One job or None for each asking worker, in the order they asked, from one read of
-        the queue, in one transaction. Every pick is made before the first write, so the
-        write lock is held for the leases alone."""
+        the queue, in one transaction."""
         now = time.time()
+        leased: list[Job | None] = []
         with transaction(self.factory) as s:
             if store.dispatch_paused(s):
                 return [None] * len(worker_ids)
             policy = self._policy(s)
             candidates, last = store.queued_candidates(s)
-            tick = store.dispatch_tick(s)
-            picks: list[tuple[scheduler.Candidate, str, str, int] | None] = []
             for worker_id in worker_ids:
                 candidate = self._pick(s, worker_id, policy, candidates, last)
                 if candidate is None:
-                    picks.append(None)
+                    leased.append(None)
                     continue
-                tick += 1
-                last[candidate.user_id] = tick
+                job, last[candidate.user_id] = store.lease(
+                    s, candidate, worker_id=worker_id, lease_id=str(uuid.uuid4()),
+                    expires_at=now + self.settings.lease_seconds, now=now,
+                )
                 candidates.remove(candidate)
-                picks.append((candidate, worker_id, str(uuid.uuid4()), tick))
-            leases = iter(store.lease(s, [p for p in picks if p is not None],
-                                      expires_at=now + self.settings.lease_seconds, now=now))
-            leased = [None if p is None else next(leases) for p in picks]
+                leased.append(job)
         for job in leased:
             if job is None:
                 continue
@@ -409,11 +386,6 @@ class JobQueue:
 
         return await self._writes(unit)
 
-    def _forget(self, job_id: str) -> None:
-        """The job no longer runs: what is kept in memory while it does goes."""
-        self._executing.pop(job_id, None)
-        self._stored_seq.pop(job_id, None)
-
     def executing(self, job_id: str) -> str | None:
         """The node ComfyUI last said it runs for this job (None before the first)."""
         return self._executing.get(job_id)
@@ -445,7 +417,7 @@ class JobQueue:
         fresh: list[dict[str, Any]] = []
         listed = False  # whether the job list shows anything new (state, start, outputs)
         job = store.renew(s, job_id, lease_id, now + self.settings.lease_seconds, worker_id)
-        seen = self._seen(s, job, [ev["seq"] for ev in events])
+        seen = store.seen_seqs(s, job_id, job.attempts, [ev["seq"] for ev in events])
         rows: list[tuple[int, str, dict[str, Any]]] = []
         outputs: dict[str, Any] | None = None
         for ev in sorted(events, key=lambda e: e["seq"]):
@@ -470,18 +442,6 @@ class JobQueue:
         user_id, client_id = job.user_id, job.client_id
         after.append(lambda: self._relay(job_id, user_id, client_id, fresh, frames, listed))
         return job
-
-    def _seen(self, s: Session, job: Job, seqs: list[int]) -> set[int]:
-        """Which of these event numbers the job's attempt stored already (a worker resends a
-        batch it got no answer for): read only if one could be."""
-        known = self._stored_seq.get(job.id)
-        high = known[1] if known is not None and known[0] == job.attempts else None
-        if not seqs:
-            return set()
-        self._stored_seq[job.id] = (job.attempts, max(seqs if high is None else [high, *seqs]))
-        if high is not None and min(seqs) > high:
-            return set()
-        return store.seen_seqs(s, job.id, job.attempts, seqs)
 
     def _relay(self, job_id: str, user_id: int, client_id: str | None,
                fresh: list[dict[str, Any]], frames: dict[int, tuple[bytes, bool]],
@@ -522,7 +482,7 @@ class JobQueue:
     def _finish(self, s: Session, after: After, job_id: str, lease_id: str, status: str,
                 error: dict[str, Any] | None, worker_id: str | None) -> Job:
         now = time.time()
-        self._forget(job_id)
+        self._executing.pop(job_id, None)
         job = store.finish(s, job_id, lease_id, _FINISH[status], now=now,
                            reason=f"worker reported {status}", error=error,
                            worker_id=worker_id)
@@ -543,7 +503,7 @@ class JobQueue:
     def _retry(self, s: Session, after: After, job_id: str, lease_id: str,
                error: dict[str, Any] | None, worker_id: str | None) -> Job:
         now = time.time()
-        self._forget(job_id)
+        self._executing.pop(job_id, None)
         job = store.held_job(s, job_id, lease_id, worker_id)
         self._drop_outputs(s, job)
         if job.attempts >= self.settings.max_attempts:
@@ -561,7 +521,7 @@ class JobQueue:
     async def release(self, job_id: str, lease_id: str, worker_id: str | None = None) -> Job:
         """Give a job back unstarted (drain, prefetch not needed): no attempt is counted."""
         def unit(s: Session, after: After) -> Job:
-            self._forget(job_id)
+            self._executing.pop(job_id, None)
             job = store.held_job(s, job_id, lease_id, worker_id)
             self._drop_outputs(s, job)
             job = store.requeue(s, job_id, now=time.time(), lease_id=lease_id,
@@ -594,7 +554,7 @@ class JobQueue:
         ended: list[Job] = []
         with transaction(self.factory) as s:
             for job in store.expired(s, now):
-                self._forget(job.id)
+                self._executing.pop(job.id, None)
                 self._drop_outputs(s, job)
                 if job.cancel_requested:
                     ended.append(store.finish(s, job.id, job.lease_id or "",

@@ -1,19 +1,18 @@
 """The only code that writes job rows (and their events and output records).
 
 Every state change is a conditional UPDATE on (id, expected states[, lease]) that must hit
-exactly one row; otherwise the caller gets Conflict/LeaseLost (a dispatch pass's lease: None
-for that job) and nothing changed. Each change is written to job_events and logged with an
-action name.
+exactly one row; otherwise the caller gets Conflict/LeaseLost and nothing changed. Each change
+is written to job_events and logged with an action name.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Update, case, delete, func, insert, select, update
+from sqlalchemy import Update, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from comfymulti.db import insert_new
@@ -33,20 +32,18 @@ from comfymulti.queue.scheduler import Candidate
 log = logging.getLogger("comfymulti.queue")
 
 
-def _events(s: Session, rows: Sequence[tuple[str, int, int | None, str, dict[str, Any]]],
-            now: float) -> None:
-    """Job events (job id, attempt, seq, type, data), a batch in one executemany: one
-    statement compiled once (a multi-row VALUES was compiled anew for every batch, the
-    costliest part of a worker's report)."""
-    s.execute(insert(JobEvent).execution_options(render_nulls=True), [
+def _events(s: Session, job_id: str, attempt: int,
+            rows: Sequence[tuple[int | None, str, dict[str, Any]]], now: float) -> None:
+    """Job events (seq, type, data) in one INSERT, a multi-row one for a batch (see
+    `_updated`)."""
+    s.execute(insert(JobEvent).values([
         {"job_id": job_id, "attempt": attempt, "seq": seq, "type": type_,
-         "data": json.dumps(data), "created_at": now}
-        for job_id, attempt, seq, type_, data in rows])
+         "data": json.dumps(data), "created_at": now} for seq, type_, data in rows]))
 
 
 def _event(s: Session, job: Job | str, attempt: int, type_: str, data: dict[str, Any],
            now: float) -> None:
-    _events(s, [(job if isinstance(job, str) else job.id, attempt, None, type_, data)], now)
+    _events(s, job if isinstance(job, str) else job.id, attempt, [(None, type_, data)], now)
 
 
 def _transition(
@@ -96,49 +93,29 @@ def _updated(s: Session, stmt: Update) -> Job | None:
 
 # --- submit and read -------------------------------------------------------------------------
 
-def job_row(*, job_id: str, user: User, prompt: dict[str, Any], extra_data: dict[str, Any],
-            client_id: str, priority: int, instructor: bool, requirements: str,
-            now: float) -> dict[str, Any]:
-    """A new queued job's row, for `insert_jobs`."""
-    return {"id": job_id, "user_id": user.id, "state": str(JobState.QUEUED),
-            "prompt": json.dumps(prompt), "extra_data": json.dumps(extra_data),
-            "client_id": client_id, "priority": priority, "instructor": instructor,
-            "requirements": requirements, "created_at": now, "attempts": 0,
-            "cancel_requested": False, "outputs": "{}"}
-
-
-def insert_jobs(s: Session, rows: list[dict[str, Any]], now: float) -> list[Job]:
-    """Queue new jobs (rows from `job_row`), in order, with their "queued" events: two
-    statements however many (see `_updated`)."""
-    if not rows:
-        return []
-    # Matched by id: asking for RETURNING in parameter order makes it one INSERT per row.
-    by_id = {job.id: job for job in s.scalars(insert(Job).returning(Job), rows)}
-    jobs = [by_id[row["id"]] for row in rows]
-    _events(s, [(job.id, 0, None, "state", {"to": "queued", "reason": "submitted"})
-                for job in jobs], now)
-    return jobs
+def insert_job(s: Session, *, job_id: str, user: User, prompt: dict[str, Any],
+               extra_data: dict[str, Any], client_id: str, priority: int, instructor: bool,
+               requirements: str, now: float) -> Job:
+    job = Job(id=job_id, user_id=user.id, state=str(JobState.QUEUED),
+              prompt=json.dumps(prompt), extra_data=json.dumps(extra_data),
+              client_id=client_id, priority=priority, instructor=instructor,
+              requirements=requirements, created_at=now, attempts=0,
+              cancel_requested=False, outputs="{}")
+    s.add(job)
+    s.flush()
+    _event(s, job, 0, "state", {"to": "queued", "reason": "submitted"}, now)
+    return job
 
 
 def job_exists(s: Session, job_id: str) -> bool:
     return s.scalar(select(Job.seq).where(Job.id == job_id)) is not None
 
 
-def existing_ids(s: Session, job_ids: list[str]) -> set[str]:
-    """Those of `job_ids` that name a job already."""
-    return set(s.scalars(select(Job.id).where(Job.id.in_(job_ids)))) if job_ids else set()
-
-
-def count_queued(s: Session) -> int:
-    return s.scalar(select(func.count()).select_from(Job).where(
-        Job.state == str(JobState.QUEUED))) or 0
-
-
-def queued_by_user(s: Session, user_ids: Collection[int]) -> dict[int, int]:
-    """How many jobs each of these users has queued (absent: none)."""
-    rows = s.execute(select(Job.user_id, func.count()).where(
-        Job.state == str(JobState.QUEUED), Job.user_id.in_(user_ids)).group_by(Job.user_id))
-    return {user_id: n for user_id, n in rows}
+def count_queued(s: Session, user_id: int | None = None) -> int:
+    stmt = select(func.count()).select_from(Job).where(Job.state == str(JobState.QUEUED))
+    if user_id is not None:
+        stmt = stmt.where(Job.user_id == user_id)
+    return s.scalar(stmt) or 0
 
 
 def count_unfinished(s: Session, user_id: int) -> int:
@@ -164,6 +141,16 @@ def queued_candidates(s: Session) -> tuple[list[Candidate], dict[int, int]]:
         .where(Job.state == str(JobState.QUEUED))
     ).all()
     return [Candidate(*row[:-1]) for row in rows], {row[2]: row[-1] for row in rows}
+
+
+def _bump_counter(s: Session, key: str) -> int:
+    state = s.get(HubState, key)
+    value = int(state.value) + 1 if state else 1
+    if state:
+        state.value = str(value)
+    else:
+        s.add(HubState(key=key, value=str(value)))
+    return value
 
 
 def get_policy(s: Session, default: Policy) -> Policy:
@@ -208,41 +195,17 @@ def set_state(s: Session, key: str, value: str) -> None:
 
 # --- leases ----------------------------------------------------------------------------------
 
-def dispatch_tick(s: Session) -> int:
-    """The dispatch counter: each lease gives its owner the next tick as their last turn
-    (the fair policy serves the user whose turn is oldest)."""
-    return int(get_state(s, "dispatch_counter") or 0)
-
-
-def lease(s: Session, picks: Sequence[tuple[Candidate, str, str, int]], *, expires_at: float,
-          now: float) -> list[Job | None]:
-    """Lease each picked job (candidate, worker id, lease id, its owner's turn tick) to its
-    worker; None for a job no longer queued (cancelled since it was read). The caller picks
-    from reads made before this: only these statements hold the write lock, which every
-    report and submit waits for (load bench: picking under it held it 18 of 90 s)."""
-    leased: list[Job | None] = []
-    events: list[tuple[str, int, int | None, str, dict[str, Any]]] = []
-    turns: dict[int, int] = {}
-    for candidate, worker_id, lease_id, tick in picks:
-        job = _updated(s, update(Job).where(
-            Job.id == candidate.job_id, Job.state == str(JobState.QUEUED)).values(
-            state=str(JobState.LEASED), worker_id=worker_id, lease_id=lease_id,
-            lease_expires_at=expires_at, leased_at=now, attempts=Job.attempts + 1))
-        leased.append(job)
-        if job is None:
-            continue
-        reason = f"worker {worker_id}"
-        turns[job.user_id] = tick
-        events.append((job.id, job.attempts, None, "state",
-                       {"to": str(JobState.LEASED), "reason": reason}))
-        log.info("job %s -> %s", job.id, JobState.LEASED,
-                 extra={"action": f"job_{JobState.LEASED}", "reason": reason})
-    if turns:
-        _events(s, events, now)
-        set_state(s, "dispatch_counter", str(max(turns.values())))
-        s.execute(update(User).where(User.id.in_(turns)).values(
-            last_dispatch=case(turns, value=User.id)))
-    return leased
+def lease(s: Session, job: Candidate, *, worker_id: str, lease_id: str, expires_at: float,
+          now: float) -> tuple[Job, int]:
+    """Lease `job` to the worker; also returns the dispatch tick now its owner's turn."""
+    leased = _transition(
+        s, job.job_id, [JobState.QUEUED], JobState.LEASED, now=now, reason=f"worker {worker_id}",
+        values={"worker_id": worker_id, "lease_id": lease_id, "lease_expires_at": expires_at,
+                "leased_at": now, "attempts": Job.attempts + 1},
+    )
+    tick = _bump_counter(s, "dispatch_counter")
+    s.execute(update(User).where(User.id == job.user_id).values(last_dispatch=tick))
+    return leased, tick
 
 
 def renew(s: Session, job_id: str, lease_id: str, expires_at: float,
@@ -379,8 +342,7 @@ def add_worker_events(s: Session, job: Job, events: list[tuple[int, str, dict[st
                       now: float) -> None:
     """Store relayed events (seq, type, data) of the job's current attempt."""
     if events:
-        _events(s, [(job.id, job.attempts, seq, type_, data) for seq, type_, data in events],
-                now)
+        _events(s, job.id, job.attempts, events, now)
 
 
 def set_outputs(s: Session, job: Job, outputs: dict[str, Any]) -> None:

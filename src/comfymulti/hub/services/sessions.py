@@ -7,10 +7,9 @@ import secrets
 import time
 from collections.abc import Collection
 
-from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
-from comfymulti.group_commit import After
 from comfymulti.hub.services.auth import token_hash
 from comfymulti.models import LoginSession, User
 
@@ -24,18 +23,14 @@ def live(hashes: Collection[str]) -> list[ColumnElement[bool]]:
     return [LoginSession.token_hash.in_(hashes), LoginSession.expires_at > time.time()]
 
 
-def start_all(s: Session, users: list[User], _afters: list[After]) -> list[str]:
-    """New sessions for these users, one statement for all (logins arriving together, see
-    `HubContext.logins`: 300 people logging in at once waited for the write lock one by
-    one); returns their cookie values (shown once, never stored)."""
+def start(s: Session, user: User) -> str:
+    """A new session for `user`; returns the cookie value (shown once, never stored)."""
     now = time.time()
     s.execute(delete(LoginSession).where(LoginSession.expires_at <= now))
-    values = [secrets.token_urlsafe(32) for _ in users]
-    s.execute(insert(LoginSession), [
-        {"user_id": user.id, "token_hash": token_hash(value), "created_at": now,
-         "last_used_at": now, "expires_at": now + MAX_AGE}
-        for user, value in zip(users, values, strict=True)])
-    return values
+    value = secrets.token_urlsafe(32)
+    s.add(LoginSession(user_id=user.id, token_hash=token_hash(value), created_at=now,
+                       last_used_at=now, expires_at=now + MAX_AGE))
+    return value
 
 
 def lookup(s: Session, digest: str) -> tuple[User, float] | None:
