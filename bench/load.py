@@ -421,7 +421,6 @@ async def _client(conn: Connection, url: str, accounts: list[tuple[str, str]],
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(b.close() for b in browsers), return_exceptions=True)
-    stats.latency = dict(stats.latency)  # type: ignore[assignment]  # pickled: no lambda
     return Part(stats, [Seen(b.name, b.accepted, b.notified) for b in browsers], lags,
                 max(logged, default=0.0))
 
