@@ -15,10 +15,11 @@ if str(ROOT) not in sys.path:
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
-    """(RSS MiB, CPU seconds used so far) of a process, from /proc."""
-    rss = next(int(line.split()[1]) / 1024
-               for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-               if line.startswith("VmRSS:"))
+    """(RSS MiB, CPU seconds used so far) of a process, from /proc (RSS 0 once it exited and
+    waits to be reaped: a zombie has no VmRSS line)."""
+    rss = next((int(line.split()[1]) / 1024
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")), 0.0)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return rss, cpu

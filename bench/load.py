@@ -347,6 +347,7 @@ class Run:
     t_logged: float  # the last login answered
     t_burst: float
     t_end: float
+    hub_lags: list[dict[float, float]]  # the hub's loop lag histogram in phase 1, in the burst
     ended: dict[str, tuple[float, str]] = field(default_factory=dict)
 
 
@@ -467,18 +468,21 @@ def drive(args: argparse.Namespace, url: str, accounts: list[tuple[str, str]],
                 waiting.remove(conn)  # type: ignore[arg-type]
 
     try:
+        lag_at = [hub_lag(url)]
         t_start = time.monotonic()
         tell("arrive")
         hear(t_start + 600)
         print(f"  workspaces open at {time.monotonic() - t_start:.1f} s; polling "
               f"{args.settle:.0f} s before the burst", file=sys.stderr)
         time.sleep(args.settle)
+        lag_at.append(hub_lag(url))
         t_burst = time.monotonic()
         ideal = args.prompts * args.job_seconds / args.workers
         give_up = t_burst + 6 * ideal + 30
         tell(give_up)
         hear(give_up)
         t_end = time.monotonic()
+        lag_at.append(hub_lag(url))
         print(f"  burst over after {t_end - t_burst:.1f} s", file=sys.stderr)
         tell("stop")
         parts = [_result(conn) for conn in conns]
@@ -499,7 +503,33 @@ def drive(args: argparse.Namespace, url: str, accounts: list[tuple[str, str]],
         stats.last_accepted = max(stats.last_accepted, part.stats.last_accepted)
     return Run(args, stats, [b for part in parts for b in part.browsers], heavy, samples,
                [x for part in parts for x in part.lags], t_start,
-               max((part.t_logged for part in parts), default=t_start), t_burst, t_end)
+               max((part.t_logged for part in parts), default=t_start), t_burst, t_end,
+               [{le: b - a for (le, a), b in zip(before.items(), after.values(), strict=True)}
+                for before, after in itertools.pairwise(lag_at)])
+
+
+def hub_lag(url: str) -> dict[float, float]:
+    """The hub's event-loop lag histogram so far ({upper bound: cumulative count}), from its
+    /metrics: how late its loop ran, whatever the clients measured."""
+    prefix = 'comfymulti_event_loop_lag_seconds_bucket{le="'
+    return {float(line[len(prefix):].split('"', 1)[0]): float(line.split()[-1])
+            for line in httpx.get(f"{url}/metrics", timeout=TIMEOUT).text.splitlines()
+            if line.startswith(prefix)}
+
+
+def quantile(histogram: dict[float, float], q: float) -> float:
+    """Prometheus' histogram_quantile: linear within the bucket the rank falls in."""
+    total = histogram.get(float("inf"), 0.0)
+    if not total:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for upper, count in sorted(histogram.items()):
+        if count >= rank:
+            if upper == float("inf"):
+                return lower
+            return lower + (upper - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = upper, count
+    return lower
 
 
 def rates(samples: list[Sample], pick: Callable[[Sample], float]) -> list[float]:
@@ -594,6 +624,9 @@ def report(run: Run) -> None:
             client_busiest < 90, ""),
         row("bench client loop lag p99 / max, ms",
             f"{_common.pct(lags, 99):.0f} / {max(lags, default=0):.0f}", "", None, ""),
+        *(row(f"hub loop lag p50 / p99, ms ({phase})",
+              f"{1000 * quantile(h, 0.5):.0f} / {1000 * quantile(h, 0.99):.0f}", "", None, "")
+          for phase, h in zip(("phase 1", "burst"), run.hub_lags, strict=True)),
         row("workers + fakes CPU avg, %", f"{_common.mean(rest_cpu):.0f}", "", None, ""),
     ]
     print(_common.table(["metric", "measured", "target", "check", "tester", "x tester"], rows))

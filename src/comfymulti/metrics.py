@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -11,6 +13,9 @@ from prometheus_client.registry import Collector
 from comfymulti.backup_status import SetHealth
 from comfymulti.queue.jobs import JobState, Policy
 
+# How often the event loop's lag is sampled, and the buckets it falls in (seconds).
+LOOP_LAG_EVERY = 0.1
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 
 
@@ -79,6 +84,17 @@ class Metrics:
         self.run_seconds = Histogram("comfymulti_job_run_seconds",
                                      "Execution start to end.", buckets=_BUCKETS,
                                      registry=self.registry)
+        self.loop_lag = Histogram("comfymulti_event_loop_lag_seconds",
+                                  "How late the hub's event loop wakes from a short sleep: what "
+                                  "every request waits on top of its own work.",
+                                  buckets=_LAG_BUCKETS, registry=self.registry)
+
+    async def watch_loop(self) -> None:
+        """Samples the running loop's lag every LOOP_LAG_EVERY seconds, until cancelled."""
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(LOOP_LAG_EVERY)
+            self.loop_lag.observe(max(0.0, time.perf_counter() - started - LOOP_LAG_EVERY))
 
     def watch(self, jobs_by_state: Callable[[], dict[str, int]],
               workers_online: Callable[[], int],

@@ -121,6 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
         hub.queue.on_start()
         reaper = asyncio.create_task(hub.queue.reaper(), name="lease-reaper")
         watch = asyncio.create_task(sockets.watch(hub), name="socket-recheck")
+        lag = asyncio.create_task(hub.metrics.watch_loop(), name="loop-lag")
         activities = (hub.session_activity, hub.worker_activity)
         touch = [asyncio.create_task(a.keep_writing(hub.tx), name=f"{a.what}-activity")
                  for a in activities]
@@ -132,6 +133,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             reaper.cancel()
             watch.cancel()
+            lag.cancel()
             for task in touch:
                 task.cancel()
             if auto is not None:

@@ -10,7 +10,8 @@ login is refused by the very next request, exactly as without the cache.
 
 That question is asked on the event loop itself, on a connection of its own that never waits
 (SQLite: one indexed read of a one-row table; in WAL mode readers never wait for writers, and
-a busy timeout of 0 turns any other lock into an immediate fallback to a thread). Under 300
+a busy timeout of 0 turns any other lock into an immediate fallback to a thread) and keeps the
+GIL while it asks (`comfymulti.loopread`). Under 300
 participants' polls the thread hop per request, not the read, was the cost: requests queued
 for the few lookup threads for 0.6 s (median) to 5 s (p99), workers' requests among them.
 """
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from comfymulti.blocking import Offload
 from comfymulti.db import database_file, read_value, transaction
+from comfymulti.loopread import ValueReader, open_reader
 
 # How long a lookup is reused even when nothing ended: it also bounds how stale a user's
 # role can be.
@@ -99,27 +101,23 @@ class Credentials:
 
 
 class _EpochReader:
-    """Reads the auth epoch on the calling thread without ever waiting: None whenever it
-    cannot answer at once (not SQLite, the file locked by another process, in use by another
-    thread, any error), and the caller asks in a thread instead."""
+    """Reads the auth epoch on the calling thread without ever waiting, nor letting go of the
+    GIL (`comfymulti.loopread`): None whenever it cannot answer at once (not SQLite, the file
+    locked by another process, in use by another thread, any error), and the caller asks in a
+    thread instead."""
 
     def __init__(self, engine: Engine) -> None:
         self._path = database_file(str(engine.url)) if engine.dialect.name == "sqlite" else None
-        self._conn: sqlite3.Connection | None = None
+        self._reader: ValueReader | None = None
         self._lock = threading.Lock()
 
     def read(self) -> str | None:
         if self._path is None or not self._lock.acquire(blocking=False):
             return None
         try:
-            if self._conn is None:
-                self._conn = sqlite3.connect(self._path, timeout=0, isolation_level=None,
-                                             check_same_thread=False)
-                self._conn.execute("PRAGMA query_only=ON")
-            # fetchall steps the statement to its end, which ends its read snapshot: a
-            # snapshot left open would pin the WAL and hide later changes.
-            rows = self._conn.execute(_EPOCH_SQL).fetchall()
-            return str(rows[0][0]) if rows else None
+            if self._reader is None:
+                self._reader = open_reader(self._path, _EPOCH_SQL)
+            return self._reader.value()
         except sqlite3.Error:
             return None
         finally:
@@ -127,6 +125,6 @@ class _EpochReader:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
