@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -40,3 +42,23 @@ def test_sockets_open_without_permessage_deflate(make_hub: Callable[..., HubHarn
     finally:
         uv.should_exit = True
         thread.join(10)
+
+
+def test_serving_freezes_start_up_objects_and_collects_young_ones_less_often() -> None:
+    """Full garbage collections walking every start-up object paused the whole hub for
+    ~250 ms every few seconds under load. Checked in a process of its own: freezing is for
+    the life of the process."""
+    code = """
+import gc, socket
+from fastapi import FastAPI
+from comfymulti.hub import server
+server._Server.run = lambda self, sockets: print(gc.get_freeze_count(), *gc.get_threshold())
+app = FastAPI()
+app.state.hub = None
+server.serve(app, socket.create_server(("127.0.0.1", 0)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    frozen, young, *older = map(int, out)
+    assert frozen > 10_000  # the modules, FastAPI and SQLAlchemy
+    assert young == server.GC_YOUNG and older == [10, 10]  # the older ones as CPython has them

@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import errno
+import gc
 import signal
 import socket
 import sys
@@ -111,9 +112,31 @@ def _unmap_big_buffers() -> None:
         mallopt(_M_MMAP_THRESHOLD, _ONE_MIB)
 
 
+# The garbage collector's youngest-generation threshold while serving (CPython's default: 700).
+GC_YOUNG = 10_000
+
+
+def _collect_less() -> None:
+    """Take what start-up built out of the cyclic garbage collector's sight, and collect
+    young objects less often.
+
+    Under load a request lives for seconds, through two young collections, so its objects
+    reach the oldest generation and die there: full collections came every ~5 s. In
+    bench/load.py that was 29 per run, each walking ~315,000 objects with the whole hub
+    stopped (p50 245 ms, max 410 ms: the event loop's lag p99 of ~435 ms), 14 s of collecting
+    in a 150 s run. Frozen start-up objects (modules, routes, models) are never walked again,
+    and ~14x fewer young collections let far fewer objects age: one full collection per run,
+    2.6 s of collecting in all, loop lag p99 234 ms. Start-up garbage is collected first, so
+    freezing keeps nothing alive that would otherwise go."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
+
+
 def serve(app: FastAPI, sock: socket.socket, header_timeout: float = HEADER_TIMEOUT) -> None:
     """Serve on `sock` (from `bind`) until SIGTERM or Ctrl-C, then stop cleanly and exit 0."""
     _unmap_big_buffers()
+    _collect_less()
     config = server_config(app, sock, header_timeout)
     # uvicorn re-raises the signal it caught once it has shut down, with the handler that
     # was there before it started: make that a clean exit.
