@@ -185,3 +185,30 @@ def test_password_checks_run_at_most_limit_at_once(monkeypatch) -> None:
 
     assert asyncio.run(rush()) == [True] * 8
     assert most == 2
+
+
+def test_password_checks_do_not_wait_behind_the_shared_thread_pool() -> None:
+    """Synchronous routes run in anyio's shared pool; while every one of its threads is taken
+    (a rush of workspaces opening), a login's password check is still answered."""
+    import anyio.to_thread
+
+    stored = auth.hash_password("pw", generated=True)
+
+    async def rush() -> tuple[bool, float]:
+        shared = anyio.to_thread.current_default_thread_limiter()
+        release = threading.Event()
+        busy = [asyncio.ensure_future(anyio.to_thread.run_sync(release.wait))
+                for _ in range(int(shared.total_tokens))]
+        await asyncio.sleep(0.2)
+        assert shared.available_tokens == 0
+        started = time.monotonic()
+        try:
+            ok = await asyncio.wait_for(auth.PasswordChecks(2).verify(stored, "pw"), 5)
+        finally:
+            waited = time.monotonic() - started
+            release.set()
+            await asyncio.gather(*busy)
+        return ok, waited
+
+    ok, waited = asyncio.run(rush())
+    assert ok and waited < 2
