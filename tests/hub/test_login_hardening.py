@@ -163,7 +163,7 @@ def test_old_parameter_hashes_are_replaced_at_the_next_login(hub) -> None:
     assert _login(client, "user002", "pw-1") == 303
 
 
-def test_password_checks_run_at_most_limit_at_once(monkeypatch) -> None:
+def _most_at_once(monkeypatch, stored: str, checks: int) -> int:
     running, most = 0, 0
     lock = threading.Lock()
 
@@ -180,11 +180,23 @@ def test_password_checks_run_at_most_limit_at_once(monkeypatch) -> None:
     monkeypatch.setattr(auth, "verify_password", slow_verify)
 
     async def rush() -> list[bool]:
-        checks = auth.PasswordChecks(2)
-        return await asyncio.gather(*(checks.verify("h", "pw") for _ in range(8)))
+        limited = auth.PasswordChecks(2)
+        return await asyncio.gather(*(limited.verify(stored, "pw") for _ in range(checks)))
 
-    assert asyncio.run(rush()) == [True] * 8
-    assert most == 2
+    assert asyncio.run(rush()) == [True] * checks
+    return most
+
+
+def test_strong_password_checks_run_at_most_limit_at_once(monkeypatch) -> None:
+    """Each holds 19 MiB while it runs."""
+    assert _most_at_once(monkeypatch, auth.hash_password("pw", generated=False), 8) == 2
+
+
+def test_light_password_checks_run_more_at_once(monkeypatch) -> None:
+    """1 MiB each: 300 logins at once no longer queue for seconds, two by two."""
+    light = auth.hash_password("pw", generated=True)
+    assert _most_at_once(monkeypatch, light, 40) == auth.LIGHT_AT_ONCE
+    assert _most_at_once(monkeypatch, "not a hash", 40) == auth.LIGHT_AT_ONCE
 
 
 def test_password_checks_do_not_wait_behind_the_shared_thread_pool() -> None:
