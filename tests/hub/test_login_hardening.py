@@ -224,3 +224,18 @@ def test_password_checks_do_not_wait_behind_the_shared_thread_pool() -> None:
 
     ok, waited = asyncio.run(rush())
     assert ok and waited < 2
+
+
+def test_a_login_needs_no_thread_of_the_shared_database_pool(hub, monkeypatch) -> None:
+    """In a rush, the workspaces that logins open fill `hub.run`; the logins still waiting
+    must not queue behind them (lookups waited up to 3.4 s there, 300 logins at once)."""
+    harness, client = hub
+    harness.user("user002")
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a login used the shared database pool")
+
+    monkeypatch.setattr(harness.ctx, "run", refuse)
+    assert _login(client, "user002", harness.passwords["user002"]) == 303
+    monkeypatch.undo()
+    assert client.get("/u/user002/api/jobs").status_code == 200  # the session works

@@ -61,6 +61,8 @@ AUTH_THREADS = 4
 # participants' polls and submits for a thread. Their reports (events, outputs, completions)
 # are written by the queue's group-commit thread.
 WORKER_THREADS = 8
+# Threads for password logins' database work (the user's row, the new session).
+LOGIN_THREADS = 4
 
 
 def build_context(settings: Settings) -> HubContext:
@@ -78,6 +80,7 @@ def build_context(settings: Settings) -> HubContext:
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
                      login_limiter=RateLimiter(), run=run, work=work, polls=Offload(POLL_THREADS),
+                     logins=Offload(LOGIN_THREADS),
                      probe=Offload(2),
                      job_lists=ViewCache(), job_pages=ViewCache(),
                      credentials=Credentials(engine, factory, AUTH_THREADS),

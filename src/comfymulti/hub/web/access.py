@@ -123,7 +123,7 @@ async def check_password(hub: HubContext, name: str, password: str, address: str
     with today's."""
     hub.login_limiter.check(address, name)
     started = time.monotonic()
-    user = await hub.tx(lambda s: s.scalar(select(User).where(User.name == name)))
+    user = await hub.tx(lambda s: s.scalar(select(User).where(User.name == name)), hub.logins)
     ok = await hub.password_checks.verify(user.password_hash if user else None, password)
     if not ok or user is None or user.disabled:
         hub.login_limiter.failed(address, name)
@@ -134,7 +134,8 @@ async def check_password(hub: HubContext, name: str, password: str, address: str
         fresh = await hub.password_checks.rehash(password)
         old = user.password_hash
         await hub.tx(lambda s: s.execute(update(User).where(
-            User.id == user.id, User.password_hash == old).values(password_hash=fresh)))
+            User.id == user.id, User.password_hash == old).values(password_hash=fresh)),
+            hub.logins)
         user.password_hash = fresh
     return user
 

@@ -116,7 +116,7 @@ async def login(request: Request, username: str = Form(""), password: str = Form
         return _login_page(exc.message, username, next, status=429)
     except Unauthorized:
         return _login_page("Wrong user name or password.", username, next, status=401)
-    cookie = await hub.tx(lambda s: sessions.start(s, user))
+    cookie = await hub.tx(lambda s: sessions.start(s, user), hub.logins)
     response = RedirectResponse(_safe_next(next, user), status_code=303)
     web_sessions.set_cookie(response, cookie, hub.settings.public_url.startswith("https:"))
     return response
