@@ -239,3 +239,52 @@ def test_a_login_needs_no_thread_of_the_shared_database_pool(hub, monkeypatch) -
     assert _login(client, "user002", harness.passwords["user002"]) == 303
     monkeypatch.undo()
     assert client.get("/u/user002/api/jobs").status_code == 200  # the session works
+
+
+def test_logins_at_once_share_a_transaction_and_each_gets_its_own_session(live_hub,
+                                                                          monkeypatch) -> None:
+    """300 people logging in at once waited for the write lock one session at a time (load
+    bench: ~2.4 s); sessions started together are written in one transaction, and every login
+    still gets a cookie of its own that opens its own workspace only."""
+    import httpx
+    from sqlalchemy import event
+
+    from tests.conftest import slow_groups
+
+    harness, url = live_hub()
+    names = [harness.user(f"u{n:02d}") for n in range(12)]
+    slow_groups(harness, monkeypatch, 0.1)
+    commits: dict[int, int] = {}  # per database connection
+    inserts: list[tuple[int, int]] = []  # (connection, its commits before): one transaction
+
+    def note(conn, _cursor, sql: str, *_args) -> None:
+        if sql.startswith("INSERT INTO sessions "):
+            key = id(conn.connection.dbapi_connection)
+            inserts.append((key, commits.get(key, 0)))
+
+    def committed(conn) -> None:
+        key = id(conn.connection.dbapi_connection)
+        commits[key] = commits.get(key, 0) + 1
+
+    event.listen(harness.ctx.engine, "before_cursor_execute", note)
+    event.listen(harness.ctx.engine, "commit", committed)
+
+    async def log_in(name: str) -> httpx.Cookies:
+        async with httpx.AsyncClient(base_url=url) as web:
+            r = await web.post("/login", data={"username": name,
+                                               "password": harness.passwords[name]})
+            assert r.status_code == 303, r.text
+            return web.cookies
+
+    async def main() -> list[httpx.Cookies]:
+        return await asyncio.gather(*(log_in(name) for name in names))
+
+    jars = asyncio.run(main())
+    assert len(inserts) == len(names) and len(set(inserts)) < len(names) / 2
+    assert len({jar.get("comfymulti_session") for jar in jars}) == len(names)
+    with httpx.Client(base_url=url) as web:
+        for name, jar in zip(names, jars, strict=True):
+            web.cookies = jar
+            assert web.get(f"/u/{name}/api/settings").status_code == 200
+            other = names[(names.index(name) + 1) % len(names)]
+            assert web.get(f"/u/{other}/api/settings").status_code in (403, 404)

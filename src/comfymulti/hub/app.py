@@ -19,6 +19,7 @@ from comfymulti.blocking import Offload
 from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.events import EventBus
+from comfymulti.group_commit import GroupCommit
 from comfymulti.hub import autopilot
 from comfymulti.hub.api import (
     admin,
@@ -61,7 +62,7 @@ AUTH_THREADS = 4
 # participants' polls and submits for a thread. Their reports (events, outputs, completions)
 # are written by the queue's group-commit thread.
 WORKER_THREADS = 8
-# Threads for password logins' database work (the user's row, the new session).
+# Threads for password logins' reads (the user's row).
 LOGIN_THREADS = 4
 
 
@@ -80,7 +81,7 @@ def build_context(settings: Settings) -> HubContext:
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
                      login_limiter=RateLimiter(), run=run, work=work, polls=Offload(POLL_THREADS),
-                     logins=Offload(LOGIN_THREADS),
+                     logins=Offload(LOGIN_THREADS), new_sessions=GroupCommit(factory),
                      probe=Offload(2),
                      job_lists=ViewCache(), job_pages=ViewCache(),
                      credentials=Credentials(engine, factory, AUTH_THREADS),

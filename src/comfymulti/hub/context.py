@@ -17,6 +17,7 @@ from comfymulti.blocking import Offload
 from comfymulti.config import Settings
 from comfymulti.db import transaction
 from comfymulti.events import EventBus
+from comfymulti.group_commit import GroupCommit
 from comfymulti.hub.services import sessions, workers
 from comfymulti.hub.services.activity import Activity
 from comfymulti.hub.services.auth import PasswordChecks
@@ -46,8 +47,9 @@ class HubContext:
     run: Offload  # `await hub.run(fn, *args)`: blocking work (database, hashing) off the loop
     work: Offload  # the GPU workers' requests: never queued behind participants' work
     polls: Offload  # job-list reads: never waiting for a thread behind writers
-    logins: Offload  # password logins' reads and session writes, apart from the workspaces
-    # those logins open at once (in `run`, lookups waited there up to 3.4 s in a 300-login rush)
+    logins: Offload  # password logins' reads, apart from the workspaces those logins open
+    # at once (in `run`, lookups waited there up to 3.4 s in a 300-login rush)
+    new_sessions: GroupCommit  # sessions of logins made together, started in one transaction
     probe: Offload  # /health's own threads, so it answers even when `run`'s are all waiting
     job_lists: ViewCache[bytes]  # participants' job-list answers, reused between changes
     job_pages: ViewCache[JobPage]  # the same without positions and ETAs, between the user's changes
