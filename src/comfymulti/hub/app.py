@@ -20,6 +20,7 @@ from comfymulti.config import Settings, secret_key
 from comfymulti.db import make_engine, migrate, session_factory, transaction
 from comfymulti.events import EventBus
 from comfymulti.group_commit import GroupCommit
+from comfymulti.group_read import GroupRead
 from comfymulti.hub import autopilot
 from comfymulti.hub.api import (
     admin,
@@ -32,6 +33,7 @@ from comfymulti.hub.api import (
     worker,
 )
 from comfymulti.hub.context import HubContext
+from comfymulti.hub.services import users
 from comfymulti.hub.services.auth import PasswordChecks
 from comfymulti.hub.services.credentials import Credentials
 from comfymulti.hub.web import errors, openapi
@@ -42,6 +44,7 @@ from comfymulti.hub.workspaces import env_api, files_api, frontend, gallery, run
 from comfymulti.hub.workspaces.aliases import ApiAliases
 from comfymulti.hub.workspaces.sockets import Sockets
 from comfymulti.metrics import Metrics
+from comfymulti.models import User
 from comfymulti.ops.cloud import costs
 from comfymulti.queue import fleet, store
 from comfymulti.queue.catalogs import CatalogCache
@@ -62,7 +65,7 @@ AUTH_THREADS = 4
 # participants' polls and submits for a thread. Their reports (events, outputs, completions)
 # are written by the queue's group-commit thread.
 WORKER_THREADS = 8
-# Threads for password logins' reads (the user's row).
+# Threads for password logins' database work (reading the users' rows, a new hash).
 LOGIN_THREADS = 4
 
 
@@ -75,13 +78,19 @@ def build_context(settings: Settings) -> HubContext:
     factory = session_factory(engine)
     bus = EventBus()
     metrics = Metrics()
-    run, work = Offload(DB_THREADS), Offload(WORKER_THREADS)
+    run, work, logins = Offload(DB_THREADS), Offload(WORKER_THREADS), Offload(LOGIN_THREADS)
     queue = JobQueue(factory, settings.queue, settings.data_dir, bus, metrics,
                      CatalogCache(settings.queue.online_window), run, work)
+
+    def users_named(names: list[str]) -> dict[str, User]:
+        with transaction(factory) as s:
+            return users.users_named(s, names)
+
     hub = HubContext(settings=settings, engine=engine, factory=factory, bus=bus,
                      metrics=metrics, queue=queue, secret=secret_key(settings),
                      login_limiter=RateLimiter(), run=run, work=work, polls=Offload(POLL_THREADS),
-                     logins=Offload(LOGIN_THREADS), new_sessions=GroupCommit(factory),
+                     logins=logins, login_users=GroupRead(users_named, logins),
+                     new_sessions=GroupCommit(factory),
                      probe=Offload(2),
                      job_lists=ViewCache(), job_pages=ViewCache(),
                      credentials=Credentials(engine, factory, AUTH_THREADS),

@@ -18,6 +18,7 @@ from comfymulti.config import Settings
 from comfymulti.db import transaction
 from comfymulti.events import EventBus
 from comfymulti.group_commit import GroupCommit
+from comfymulti.group_read import GroupRead
 from comfymulti.hub.services import sessions, workers
 from comfymulti.hub.services.activity import Activity
 from comfymulti.hub.services.auth import PasswordChecks
@@ -25,6 +26,7 @@ from comfymulti.hub.services.credentials import Credentials
 from comfymulti.hub.web.ratelimit import RateLimiter
 from comfymulti.hub.web.viewcache import ViewCache
 from comfymulti.metrics import Metrics
+from comfymulti.models import User
 from comfymulti.queue.service import JobQueue
 
 if TYPE_CHECKING:
@@ -47,8 +49,9 @@ class HubContext:
     run: Offload  # `await hub.run(fn, *args)`: blocking work (database, hashing) off the loop
     work: Offload  # the GPU workers' requests: never queued behind participants' work
     polls: Offload  # job-list reads: never waiting for a thread behind writers
-    logins: Offload  # password logins' reads, apart from the workspaces those logins open
-    # at once (in `run`, lookups waited there up to 3.4 s in a 300-login rush)
+    logins: Offload  # password logins' database work, apart from the workspaces those
+    # logins open at once (in `run`, lookups waited there up to 3.4 s in a 300-login rush)
+    login_users: GroupRead[str, User]  # the accounts of names logging in together, one query
     new_sessions: GroupCommit  # sessions of logins made together, started in one transaction
     probe: Offload  # /health's own threads, so it answers even when `run`'s are all waiting
     job_lists: ViewCache[bytes]  # participants' job-list answers, reused between changes

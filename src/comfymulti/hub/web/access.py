@@ -123,7 +123,7 @@ async def check_password(hub: HubContext, name: str, password: str, address: str
     with today's."""
     hub.login_limiter.check(address, name)
     started = time.monotonic()
-    user = await hub.tx(lambda s: s.scalar(select(User).where(User.name == name)), hub.logins)
+    user = await hub.login_users(name)
     ok = await hub.password_checks.verify(user.password_hash if user else None, password)
     if not ok or user is None or user.disabled:
         hub.login_limiter.failed(address, name)
