@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from comfymulti.blocking import Offload, on_loop
 from comfymulti.events import EventBus
+from comfymulti.group_read import GroupRead
 
 log = logging.getLogger("comfymulti.queue")
 
@@ -21,10 +22,12 @@ STATUS_DELAY = 0.05
 
 
 class Notifier:
-    def __init__(self, bus: EventBus, offload: Offload, remaining: Callable[[int], int]) -> None:
+    def __init__(self, bus: EventBus, offload: Offload,
+                 remaining_of: Callable[[list[int]], dict[int, int]]) -> None:
         self.bus = bus
-        self._offload = offload
-        self._remaining = remaining  # a user's unfinished jobs, counted in a thread
+        # Users' unfinished jobs, counted in a thread: in a burst, the users whose statuses
+        # are due together in one query (each took a thread of `offload` of its own).
+        self._remaining = GroupRead(remaining_of, offload)
         self.work = asyncio.Event()  # set (and replaced) when there may be work for workers
         self.dashboards = asyncio.Event()  # set (and replaced) when what they show changed
         self._worker_signals: dict[str, asyncio.Event] = {}
@@ -94,7 +97,7 @@ class Notifier:
 
     async def _publish_status(self, user_id: int) -> None:
         try:
-            remaining = await self._offload(self._remaining, user_id)
+            remaining = await self._remaining(user_id) or 0
         except Exception:  # a busy database: the next change sends a fresh status
             log.warning("queue status for user %s not sent", user_id, exc_info=True)
             return

@@ -88,7 +88,7 @@ class JobQueue:
         self.catalogs = catalogs
         self._offload = offload
         self._workers = workers  # the GPU workers' own threads (their long-poll's checks)
-        self.notify = Notifier(bus, offload, self.remaining)
+        self.notify = Notifier(bus, offload, self.remaining_of)
         # Workers asking for a job, served together by the next dispatch pass (_try_lease).
         self._asking: list[tuple[str, asyncio.Future[Job | None]]] = []
         self._passes: asyncio.Task[None] | None = None
@@ -105,8 +105,11 @@ class JobQueue:
 
     def remaining(self, user_id: int) -> int:
         """The user's jobs not finished yet."""
+        return self.remaining_of([user_id])[user_id]
+
+    def remaining_of(self, user_ids: list[int]) -> dict[int, int]:
         with transaction(self.factory) as s:
-            return store.count_unfinished(s, user_id)
+            return store.count_unfinished(s, user_ids)
 
     # --- policy ----------------------------------------------------------------------------
 

@@ -118,10 +118,14 @@ def count_queued(s: Session, user_id: int | None = None) -> int:
     return s.scalar(stmt) or 0
 
 
-def count_unfinished(s: Session, user_id: int) -> int:
-    """The user's jobs not finished yet (what ComfyUI shows as 'queue_remaining')."""
-    return s.scalar(select(func.count()).select_from(Job).where(
-        Job.user_id == user_id, Job.state.in_([str(x) for x in (JobState.QUEUED, *HELD)]))) or 0
+def count_unfinished(s: Session, user_ids: list[int]) -> dict[int, int]:
+    """Each user's jobs not finished yet (what ComfyUI shows as 'queue_remaining')."""
+    counts = dict.fromkeys(user_ids, 0)
+    rows = s.execute(select(Job.user_id, func.count()).where(
+        Job.user_id.in_(user_ids), Job.state.in_([str(x) for x in (JobState.QUEUED, *HELD)]))
+        .group_by(Job.user_id))
+    counts.update({user_id: n for user_id, n in rows})
+    return counts
 
 
 def counts_by_state(s: Session) -> dict[str, int]:

@@ -194,9 +194,9 @@ def test_one_queue_change_is_counted_once_for_all_of_a_users_sockets(
     counted: list[int] = []
     real = store.count_unfinished
 
-    def counting(s: Any, user_id: int) -> int:
-        counted.append(user_id)
-        return real(s, user_id)
+    def counting(s: Any, user_ids: list[int]) -> dict[int, int]:
+        counted.extend(user_ids)
+        return real(s, user_ids)
 
     with TestClient(harness.app, base_url="http://testserver") as client:
         login(client, harness, "user002")
@@ -212,6 +212,50 @@ def test_one_queue_change_is_counted_once_for_all_of_a_users_sockets(
         assert len(counted) == 1
         for ws in sockets:
             ws.__exit__(None, None, None)
+
+
+def test_statuses_due_together_are_counted_in_one_query(make_hub, monkeypatch) -> None:
+    """In a burst every submit and job change sends its owner a `status`, each counted in a
+    thread of its own (they queued there with the participants' submits); the users whose
+    statuses fall due while a count runs are counted together by the next one, and each
+    still hears their own number."""
+    from starlette.testclient import TestClient
+
+    harness = make_hub()
+    names = ["user002", "user003", "user004"]
+    for name in names:
+        harness.user(name)
+    with transaction(harness.ctx.factory) as s:
+        ids = [users.get_user(s, name).id for name in names]
+    give_catalog(harness)
+    queries: list[list[int]] = []
+    go = threading.Event()
+    real = store.count_unfinished
+
+    def held(s: Any, user_ids: list[int]) -> dict[int, int]:
+        queries.append(list(user_ids))
+        assert go.wait(10)
+        return real(s, user_ids)
+
+    clients = [TestClient(harness.app, base_url="http://testserver") for _ in names]
+    with contextlib.ExitStack() as stack:
+        sockets = []
+        for client, name in zip(clients, names, strict=True):
+            stack.enter_context(client)
+            login(client, harness, name)
+            ws = stack.enter_context(client.websocket_connect(f"/u/{name}/ws"))
+            ws.receive_json()
+            sockets.append(ws)
+        monkeypatch.setattr(store, "count_unfinished", held)
+        for n, (client, name) in enumerate(zip(clients, names, strict=True)):
+            for _ in range(n + 1):
+                assert post_prompt(client, name).status_code == 200
+        time.sleep(0.3)  # every status due; the first count still held
+        go.set()
+        for n, ws in enumerate(sockets):
+            msg = ws.receive_json()
+            assert msg["data"]["status"]["exec_info"]["queue_remaining"] == n + 1, msg
+    assert queries == [ids[:1], ids[1:]]
 
 
 async def _never_valid(_fn):  # stands in for hub.tx: the query finds no credential valid
