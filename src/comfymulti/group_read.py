@@ -1,8 +1,9 @@
 """Group read: lookups by key that arrive together share one query.
 
-When 300 people log in at once, each login's read of its user's row took a thread hop and a
-query of its own, and those queued for the threads for over a second (load bench). Here the
-keys asked for while one read runs are read together by the next one, in one thread hop.
+When 300 people log in at once, each login's read of its account took a thread hop and a query
+of its own, and those queued for the threads for over a second (load bench); in a burst of
+prompts, so did every user's queue count for their `status`. Here the keys asked for while one
+read runs are read together by the next one, in one thread hop.
 """
 
 from __future__ import annotations
