@@ -11,7 +11,8 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "comfymulti"
 SHARED = ("blocking", "catalog", "events", "userfiles", "models", "db", "errors", "protocol", "log",
-          "metrics", "config", "invocation", "backup_status", "group_commit", "loopread")
+          "metrics", "config", "invocation", "backup_status", "group_commit", "group_read",
+          "loopread")
 
 # package (or shared module) -> what it may never import
 FORBIDDEN = {

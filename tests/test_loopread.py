@@ -79,13 +79,15 @@ def test_the_reader_cannot_write(tmp_path: Path) -> None:
 def test_reads_do_not_wait_for_the_gil_behind_a_busy_thread(tmp_path: Path) -> None:
     """The point of the module. A thread running Python takes the GIL whenever the reader lets
     go of it, for up to the switch interval: reads through the sqlite3 module then wait about
-    that long each, reads that keep the GIL do not. Both are timed in the same run."""
+    that long each, reads that keep the GIL do not. Both are timed in the same run, up to
+    three times: on a loaded machine the OS may not run the busy thread for a whole round."""
     _database(tmp_path / "hub.db").close()
     interval = sys.getswitchinterval()
     sys.setswitchinterval(0.005)  # CPython's default
-    stop = threading.Event()
+    stop, spinning = threading.Event(), threading.Event()
 
     def spin() -> None:
+        spinning.set()
         while not stop.is_set():
             sum(range(100))
 
@@ -98,11 +100,14 @@ def test_reads_do_not_wait_for_the_gil_behind_a_busy_thread(tmp_path: Path) -> N
 
     busy = threading.Thread(target=spin)
     busy.start()
+    rounds: list[tuple[float, float]] = []
     try:
-        held = timed(loopread.open_reader(tmp_path / "hub.db", SQL))
-        module = timed(loopread._ModuleReader(tmp_path / "hub.db", SQL))
+        assert spinning.wait(5)
+        while len(rounds) < 3 and not any(module > 5 * held for held, module in rounds):
+            rounds.append((timed(loopread.open_reader(tmp_path / "hub.db", SQL)),
+                           timed(loopread._ModuleReader(tmp_path / "hub.db", SQL))))
     finally:
         stop.set()
         busy.join()
         sys.setswitchinterval(interval)
-    assert module > 5 * held, (held, module)
+    assert any(module > 5 * held for held, module in rounds), rounds
