@@ -10,6 +10,7 @@ import pytest
 
 from comfymulti.blocking import Offload
 from comfymulti.group_read import GroupRead
+from tests.worker.util import until
 
 
 class _Store:
@@ -30,21 +31,13 @@ class _Store:
         return {k: self.values[k] for k in keys if k in self.values}
 
 
-async def _until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(int(timeout / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("timed out")
-
-
 def test_keys_asked_for_during_a_read_are_read_together_by_the_next() -> None:
     store = _Store({"ann": 1, "bob": 2, "cy": 3})
     reads = GroupRead(store.read, Offload(4))
 
     async def main() -> list[int | None]:
         first = asyncio.ensure_future(reads("ann"))
-        await _until(lambda: len(store.calls) == 1)  # the first read runs alone
+        await until(lambda: len(store.calls) == 1)  # the first read runs alone
         rest = [asyncio.ensure_future(reads(k)) for k in ("bob", "cy", "bob", "nobody")]
         await asyncio.sleep(0.05)
         assert len(store.calls) == 1  # the others wait for it, not for threads of their own
@@ -62,7 +55,7 @@ def test_a_failed_read_fails_its_group_only() -> None:
     async def main() -> None:
         store.fail_next = True
         failing = asyncio.ensure_future(reads("ann"))
-        await _until(lambda: len(store.calls) == 1)
+        await until(lambda: len(store.calls) == 1)
         later = asyncio.ensure_future(reads("bob"))
         await asyncio.sleep(0.02)
         store.go.set()
