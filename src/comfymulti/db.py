@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
 from alembic.util.exc import CommandError
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import ColumnElement, Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
@@ -182,14 +182,24 @@ def read_value(engine: Engine, sql: str) -> Any:
 
 def insert_new(s: Session, model: type[Any], **values: Any) -> None:
     """INSERT a row unless one with the same key exists already (no error either way)."""
+    s.execute(_insert_ignoring(s, model).values(**values))
+
+
+def insert_new_rows(s: Session, table: Table, rows: list[dict[str, Any]],
+                    returning: ColumnElement[Any]) -> set[Any]:
+    """INSERT those of `rows` whose unique key is not taken yet, in one statement; returns
+    `returning` of the rows it inserted (a SELECT first for what exists is one more
+    statement, and the hottest writes wait for the GIL at each)."""
+    return set(s.scalars(_insert_ignoring(s, table).returning(returning), rows))
+
+
+def _insert_ignoring(s: Session, target: Any) -> Any:
     dialect = s.get_bind().dialect.name
     if dialect == "sqlite":
-        stmt = sqlite_insert(model).values(**values).on_conflict_do_nothing()
-    elif dialect == "postgresql":
-        stmt = postgresql_insert(model).values(**values).on_conflict_do_nothing()
-    else:
-        raise ConfigError(f"database {dialect!r} is not supported; use SQLite or PostgreSQL")
-    s.execute(stmt)
+        return sqlite_insert(target).on_conflict_do_nothing()
+    if dialect == "postgresql":
+        return postgresql_insert(target).on_conflict_do_nothing()
+    raise ConfigError(f"database {dialect!r} is not supported; use SQLite or PostgreSQL")
 
 
 def _busy(exc: Exception) -> bool:

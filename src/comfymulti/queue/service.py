@@ -417,31 +417,23 @@ class JobQueue:
                        events: list[dict[str, Any]], frames: dict[int, tuple[bytes, bool]],
                        worker_id: str | None) -> Job:
         now = time.time()
-        fresh: list[dict[str, Any]] = []
-        listed = False  # whether the job list shows anything new (state, start, outputs)
         job = store.renew(s, job_id, lease_id, now + self.settings.lease_seconds, worker_id)
-        seen = store.seen_seqs(s, job_id, job.attempts, [ev["seq"] for ev in events])
-        rows: list[tuple[int, str, dict[str, Any]]] = []
-        outputs: dict[str, Any] | None = None
-        for ev in sorted(events, key=lambda e: e["seq"]):
-            if ev["seq"] in seen:
-                continue
-            seen.add(ev["seq"])
-            if job.state == JobState.LEASED:
-                job = store.mark_running(s, job_id, lease_id, now)
-                listed = True
-            stored = ev["data"]
-            if (frame := frames.get(ev["seq"])) is not None:
-                stored = {"bytes": len(frame[0]), "more": frame[1]}
-            rows.append((ev["seq"], ev["type"], stored))
-            if ev["type"] == "executed":
-                outputs = json.loads(job.outputs) if outputs is None else outputs
-                _merge_output(outputs, ev["data"])
-                listed = True
-            fresh.append(ev)
-        store.add_worker_events(s, job, rows, now)
-        if outputs is not None:
+        batch = sorted({ev["seq"]: ev for ev in reversed(events)}.values(),
+                       key=lambda e: e["seq"])  # each seq once, the first sent of it
+        listed = False  # whether the job list shows anything new (state, start, outputs)
+        if batch and job.state == JobState.LEASED:  # its first events: nothing stored yet
+            job = store.mark_running(s, job_id, lease_id, now)
+            listed = True
+        stored = store.add_worker_events(s, job, [
+            (ev["seq"], ev["type"], _stored_data(ev, frames)) for ev in batch], now)
+        fresh = [ev for ev in batch if ev["seq"] in stored]
+        executed = [ev["data"] for ev in fresh if ev["type"] == "executed"]
+        if executed:
+            outputs = json.loads(job.outputs)
+            for data in executed:
+                _merge_output(outputs, data)
             store.set_outputs(s, job, outputs)
+            listed = True
         user_id, client_id = job.user_id, job.client_id
         after.append(lambda: self._relay(job_id, user_id, client_id, fresh, frames, listed))
         return job
@@ -707,6 +699,13 @@ def _frame_parts(events: list[dict[str, Any]]) -> dict[int, tuple[bytes, bool]]:
         except (ValidationError, binascii.Error) as exc:
             raise InvalidInput(f"event {ev['seq']}: not a binary frame part") from exc
     return parts
+
+
+def _stored_data(event: dict[str, Any], frames: dict[int, tuple[bytes, bool]]
+                 ) -> dict[str, Any]:
+    """What is kept of an event: a binary frame part only by its size."""
+    frame = frames.get(event["seq"])
+    return event["data"] if frame is None else {"bytes": len(frame[0]), "more": frame[1]}
 
 
 def _merge_output(outputs: dict[str, Any], executed: dict[str, Any]) -> None:
