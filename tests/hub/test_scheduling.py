@@ -207,6 +207,63 @@ async def test_one_pass_leases_distinct_jobs_in_fair_order(live_hub) -> None:
     assert 1 <= len(reads) <= 6  # one per pass; passes group whoever is waiting
 
 
+async def _three_workers(url: str, harness) -> list[str]:
+    token = harness.worker_token()
+    ids = []
+    for n in range(3):
+        client = HubClient(url, token)
+        await client.register(f"w{n}", tiny_catalog())
+        ids.append(client.worker_id)
+        await client.aclose()
+    return ids
+
+
+async def test_a_pass_chooses_every_job_before_its_first_write(live_hub) -> None:
+    """The write lock is held from a pass's first write to its commit, with the workers'
+    reports and the submits waiting: choosing the jobs (each worker's row and catalog, the
+    fair order over the whole queue) happens before it, and only the leases are written
+    inside it (choosing inside held the lock ~120 ms a pass in the load bench's burst)."""
+    harness, url = live_hub()
+    users = [_user(harness, f"u{n}") for n in range(3)]
+    for user in users:
+        await queued(harness.ctx.queue, user)
+    workers = await _three_workers(url, harness)
+    statements: list[str] = []
+    event.listen(harness.ctx.engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, *_a: statements.append(" ".join(sql.split()[:4])))
+    leased = await anyio.to_thread.run_sync(harness.ctx.queue._lease_batch, workers)
+    assert None not in leased and len({job.id for job in leased}) == 3
+    first_write = next(i for i, sql in enumerate(statements) if sql.startswith("UPDATE"))
+    inside = [sql for sql in statements[first_write:] if sql.startswith("SELECT")]
+    assert not inside, statements[first_write:]
+
+
+async def test_a_job_cancelled_while_a_pass_chooses_costs_only_its_worker(
+        live_hub, monkeypatch) -> None:
+    """A job can leave the queue between the pass's read and its write: that worker gets
+    nothing this time (it asks again), the others get their jobs."""
+    harness, url = live_hub()
+    users = [_user(harness, f"u{n}") for n in range(3)]
+    jobs = [await queued(harness.ctx.queue, user) for user in users]
+    workers = await _three_workers(url, harness)
+    queue, pick = harness.ctx.queue, harness.ctx.queue._pick
+    cancelled: list[str] = []
+
+    def pick_then_cancel(*args):  # type: ignore[no-untyped-def]
+        chosen = pick(*args)
+        if not cancelled:  # its owner cancels it now, in a transaction of their own
+            cancelled.append(chosen.job_id)
+            queue.cancel(queue.get(chosen.job_id), "changed my mind")
+        return chosen
+
+    monkeypatch.setattr(queue, "_pick", pick_then_cancel)
+    leased = await anyio.to_thread.run_sync(queue._lease_batch, workers)
+    assert leased[0] is None
+    others = {job.id for job in jobs} - set(cancelled)
+    assert {job.id for job in leased[1:] if job is not None} == others
+    assert queue.get(cancelled[0]).state == "cancelled"
+
+
 def _leasing_job1(queue, monkeypatch, release) -> threading.Event:
     """Every dispatch pass takes 0.1 s and leases job1 to each asker; `release` stands in for
     the give-back. The event is set once a pass runs."""

@@ -157,14 +157,14 @@ def queued_candidates(s: Session) -> tuple[list[Candidate], dict[int, int]]:
     return [Candidate(*row[:-1]) for row in rows], {row[2]: row[-1] for row in rows}
 
 
-def _bump_counter(s: Session, key: str) -> int:
-    state = s.get(HubState, key)
-    value = int(state.value) + 1 if state else 1
-    if state:
-        state.value = str(value)
-    else:
-        s.add(HubState(key=key, value=str(value)))
-    return value
+def dispatch_tick(s: Session) -> int:
+    """The last dispatch tick handed out: a user's turn in the fair order is the tick of
+    the last job of theirs that was leased."""
+    return int(get_state(s, "dispatch_counter") or 0)
+
+
+def set_dispatch_tick(s: Session, tick: int) -> None:
+    set_state(s, "dispatch_counter", str(tick))
 
 
 def get_policy(s: Session, default: Policy) -> Policy:
@@ -210,16 +210,16 @@ def set_state(s: Session, key: str, value: str) -> None:
 # --- leases ----------------------------------------------------------------------------------
 
 def lease(s: Session, job: Candidate, *, worker_id: str, lease_id: str, expires_at: float,
-          now: float) -> tuple[Job, int]:
-    """Lease `job` to the worker; also returns the dispatch tick now its owner's turn."""
+          now: float, tick: int) -> Job:
+    """Lease `job` to the worker at dispatch `tick` (its owner's turn; the caller moves the
+    counter on, once for all the leases of a pass)."""
     leased = _transition(
         s, job.job_id, [JobState.QUEUED], JobState.LEASED, now=now, reason=f"worker {worker_id}",
         values={"worker_id": worker_id, "lease_id": lease_id, "lease_expires_at": expires_at,
                 "leased_at": now, "attempts": Job.attempts + 1},
     )
-    tick = _bump_counter(s, "dispatch_counter")
     s.execute(update(User).where(User.id == job.user_id).values(last_dispatch=tick))
-    return leased, tick
+    return leased
 
 
 def renew(s: Session, job_id: str, lease_id: str, expires_at: float,
