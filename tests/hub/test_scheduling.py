@@ -221,8 +221,8 @@ async def _three_workers(url: str, harness) -> list[str]:
 async def test_a_pass_chooses_every_job_before_its_first_write(live_hub) -> None:
     """The write lock is held from a pass's first write to its commit, with the workers'
     reports and the submits waiting: choosing the jobs (each worker's row and catalog, the
-    fair order over the whole queue) happens before it, and only the leases are written
-    inside it (choosing inside held the lock ~120 ms a pass in the load bench's burst)."""
+    fair order over the whole queue, the turn counter) happens before it, and only the
+    leases are written inside it."""
     harness, url = live_hub()
     users = [_user(harness, f"u{n}") for n in range(3)]
     for user in users:

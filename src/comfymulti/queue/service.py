@@ -303,9 +303,9 @@ class JobQueue:
 
     def _lease_batch(self, worker_ids: list[str]) -> list[Job | None]:
         """One job or None for each asking worker, in the order they asked, from one read of
-        the queue, in one transaction. Every job is chosen before the first write: the
-        write lock is held only for the leases themselves (choosing inside it held the lock
-        ~120 ms a pass in the load bench's burst, with reports and submits waiting)."""
+        the queue, in one transaction. Every job is chosen before the first write and the
+        turn counter moves once per pass: the write lock, which the workers' reports and
+        the submits wait for, is held only for the leases themselves."""
         now = time.time()
         with transaction(self.factory) as s:
             if store.dispatch_paused(s):

@@ -40,7 +40,7 @@ def _events(s: Session, job_id: str, attempt: int,
             rows: Sequence[tuple[int | None, str, dict[str, Any]]], now: float) -> None:
     """Job events (seq, type, data) of one attempt, with a statement compiled once (rows
     given to `.values()` were compiled afresh for every report: a third of the report
-    writer's time)."""
+    writer's CPU time)."""
     s.execute(insert(_EVENTS), _event_rows(job_id, attempt, rows, now))
 
 
